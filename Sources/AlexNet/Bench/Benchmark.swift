@@ -1,0 +1,95 @@
+// `alexnet-mpi bench`: the training step of the paper-size network on synthetic input, against OpenBLAS's own
+// sgemm rate measured in the same run (the sgemm-bound limit = sgemm GFLOP/s ÷ GFLOP per training image).
+import Foundation
+
+public struct BenchmarkSettings: Sendable {
+    public var model = ModelConfig(width: 1, classes: 1000, dropout: 0.5)
+    public var batch = 128
+    public var steps = 3
+    public var warmupSteps = 1
+    public var threads = 2
+    public init() {}
+}
+
+public struct BenchmarkResult: Sendable {
+    public var sgemmGflops: Double
+    public var stepSeconds: Double
+    public var imagesPerSecond: Double
+    public var limitImagesPerSecond: Double
+    public var fraction: Double { imagesPerSecond / limitImagesPerSecond }
+    public var stageSeconds: [Stage: [Phase: Double]]
+}
+
+public enum Benchmark {
+    /// Best sgemm rate of OpenBLAS on a large square product (n = 2048), in GFLOP/s.
+    public static func sgemmGflops(size n: Int = 2048, seconds: Double = 1.5) -> Double {
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n), b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.1; c[i] = 0 }
+        Blas.sgemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: c, ldc: n)   // warm-up
+        var best = 0.0
+        let start = PhaseClock.now()
+        repeat {
+            let t0 = PhaseClock.now()
+            Blas.sgemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: c, ldc: n)
+            let dt = Double(PhaseClock.now() - t0) * 1e-9
+            best = max(best, 2 * Double(n) * Double(n) * Double(n) / dt / 1e9)
+        } while Double(PhaseClock.now() - start) * 1e-9 < seconds
+        return best
+    }
+
+    /// Times `steps` training steps after `warmupSteps`, on one process holding both towers
+    /// (or the towers of `exchange`), and returns the figures.
+    public static func run(_ s: BenchmarkSettings, exchange: TowerExchange = LocalTowerExchange()) throws -> BenchmarkResult {
+        let gflops = sgemmGflops()
+        let model = TwoTowerAlexNet(config: s.model, maxBatch: s.batch, exchange: exchange)
+        model.parameters.initialisePaper(seed: 1)
+        let count = 3 * s.batch * 227 * 227
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { x.deallocate() }
+        for i in 0..<count { x[i] = CounterRandom.normal(seed: 7, .embeddedImage, UInt64(i)) * 50 }
+        let labels = (0..<s.batch).map { Int32($0 % s.model.classes) }
+        func step(_ k: Int) throws {
+            try model.forward(input: x, batch: s.batch, training: true, seed: 1, step: k)
+            _ = model.loss(labels: labels, batch: s.batch, normaliser: s.batch)
+            try model.backward(input: x, batch: s.batch, training: true)
+            model.clock.time(.update, .backward) { model.parameters.sgdStep(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) }
+        }
+        for k in 0..<s.warmupSteps { try step(k) }
+        model.clock.reset()
+        let t0 = PhaseClock.now()
+        for k in 0..<s.steps { try step(s.warmupSteps + k) }
+        let seconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
+        var stages: [Stage: [Phase: Double]] = [:]
+        for st in Stage.allCases {
+            for ph in Phase.allCases { stages[st, default: [:]][ph] = model.clock.seconds(st, ph) / Double(s.steps) }
+        }
+        return BenchmarkResult(sgemmGflops: gflops, stepSeconds: seconds, imagesPerSecond: Double(s.batch) / seconds,
+                               limitImagesPerSecond: gflops * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
+    }
+
+    public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings) -> String {
+        var lines: [String] = []
+        lines.append(String(format: "OpenBLAS sgemm (2048³, %d threads): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
+                            s.threads, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
+        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %d threads): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
+                            s.model.width, s.model.classes, s.batch, s.threads, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
+        lines.append("ms per step     forward   backward   exchange")
+        for st in Stage.allCases {
+            let p = r.stageSeconds[st] ?? [:]
+            let f = (p[.forward] ?? 0) * 1e3, b = (p[.backward] ?? 0) * 1e3, e = (p[.exchange] ?? 0) * 1e3
+            if f + b + e == 0 { continue }
+            lines.append(String(format: "%-12@ %9.1f %10.1f %10.1f", st.name as NSString, f, b, e))
+        }
+        let json: [String: Any] = [
+            "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,
+            "sgemm_gflops": r.sgemmGflops, "limit_images_per_second": r.limitImagesPerSecond,
+            "step_ms": r.stepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "width": s.model.width,
+            "classes": s.model.classes,
+        ]
+        let data = try! JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+        lines.append(String(data: data, encoding: .utf8)!)
+        return lines.joined(separator: "\n")
+    }
+}

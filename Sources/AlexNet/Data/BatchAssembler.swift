@@ -1,0 +1,135 @@
+// Turns dataset images into a network input (3, N, 227, 227): mean-image subtraction, random 227 crops,
+// horizontal flips and the paper's PCA colour noise for pixel datasets; tensors are copied as they are.
+import Foundation
+
+public final class BatchAssembler: @unchecked Sendable {
+    public let storage: ImageStorage
+    public let seed: UInt64
+    /// Mean image (H, W, 3) of the training set, and the RGB covariance's eigenvectors (columns) with the standard
+    /// deviation of the pixels along each (√eigenvalue, in pixel units: the scale of fb.resnet.torch's "eigval").
+    public private(set) var mean: [Float] = []
+    public private(set) var eigenvectors: [Float] = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    public private(set) var componentStd: [Float] = [0, 0, 0]
+    /// Standard deviation of the PCA noise weights α (the paper: 0.1).
+    public var colourNoise: Float = 0.1
+
+    /// Computes the mean image and the RGB principal components from up to `sampleLimit` training images
+    /// spread evenly over the set.
+    public init(training: ImageDataset, seed: UInt64, sampleLimit: Int = 20_000) {
+        storage = training.storage
+        self.seed = seed
+        guard case .pixels(let h, let w) = storage else { return }
+        let samples = min(training.count, sampleLimit)
+        let plane = h * w * 3
+        var sum = [Double](repeating: 0, count: plane)
+        var moments = [Double](repeating: 0, count: 9)    // Σ x_i x_j over pixels
+        var channelSum = [Double](repeating: 0, count: 3)
+        let pixels = UnsafeMutablePointer<UInt8>.allocate(capacity: plane)
+        defer { pixels.deallocate() }
+        for s in 0..<samples {
+            training.pixels(s * training.count / samples, into: pixels)
+            for i in 0..<plane { sum[i] += Double(pixels[i]) }
+            var m = [Double](repeating: 0, count: 9)
+            var cs = [Double](repeating: 0, count: 3)
+            for q in stride(from: 0, to: plane, by: 3) {
+                let r = Double(pixels[q]), g = Double(pixels[q + 1]), b = Double(pixels[q + 2])
+                cs[0] += r; cs[1] += g; cs[2] += b
+                m[0] += r * r; m[1] += r * g; m[2] += r * b; m[4] += g * g; m[5] += g * b; m[8] += b * b
+            }
+            for i in 0..<9 { moments[i] += m[i] }
+            for c in 0..<3 { channelSum[c] += cs[c] }
+        }
+        mean = sum.map { Float($0 / Double(samples)) }
+        let n = Double(samples * h * w)
+        var cov = [Double](repeating: 0, count: 9)
+        for i in 0..<3 { for j in i..<3 {
+            let v = moments[i * 3 + j] / n - channelSum[i] / n * channelSum[j] / n
+            cov[i * 3 + j] = v; cov[j * 3 + i] = v
+        } }
+        let (values, vectors) = Self.symmetricEigen3(cov)
+        componentStd = values.map { Float(max(0, $0).squareRoot()) }
+        eigenvectors = vectors.map(Float.init)
+    }
+
+    /// Jacobi eigen-decomposition of a symmetric 3 × 3 matrix: eigenvalues and eigenvectors as columns.
+    static func symmetricEigen3(_ m: [Double]) -> ([Double], [Double]) {
+        var a = m, v: [Double] = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+        for _ in 0..<50 {
+            var p = 0, q = 1, largest = abs(a[1])
+            if abs(a[2]) > largest { p = 0; q = 2; largest = abs(a[2]) }
+            if abs(a[5]) > largest { p = 1; q = 2; largest = abs(a[5]) }
+            if largest < 1e-12 { break }
+            let theta = (a[q * 3 + q] - a[p * 3 + p]) / (2 * a[p * 3 + q])
+            let t = (theta >= 0 ? 1 : -1) / (abs(theta) + (theta * theta + 1).squareRoot())
+            let c = 1 / (t * t + 1).squareRoot(), s = t * c
+            for k in 0..<3 {   // A ← A·J
+                let akp = a[k * 3 + p], akq = a[k * 3 + q]
+                a[k * 3 + p] = c * akp - s * akq; a[k * 3 + q] = s * akp + c * akq
+            }
+            for k in 0..<3 {   // A ← Jᵀ·A
+                let apk = a[p * 3 + k], aqk = a[q * 3 + k]
+                a[p * 3 + k] = c * apk - s * aqk; a[q * 3 + k] = s * apk + c * aqk
+            }
+            for k in 0..<3 {
+                let vkp = v[k * 3 + p], vkq = v[k * 3 + q]
+                v[k * 3 + p] = c * vkp - s * vkq; v[k * 3 + q] = s * vkp + c * vkq
+            }
+        }
+        return ([a[0], a[4], a[8]], v)
+    }
+
+    /// Fills x (3, N, 227, 227) and returns the labels. `augment`: random crop, flip and colour noise drawn from
+    /// (seed, epoch, dataset index); otherwise the centre crop.
+    public func assemble(_ dataset: ImageDataset, indices: [Int], epoch: Int, augment: Bool,
+                         into x: UnsafeMutablePointer<Float>) -> [Int32] {
+        let N = indices.count, size = ModelConfig.inputSize, plane = size * size
+        let channelStride = N * plane
+        Parallel.forEachChunk(N) { range in
+            var buffer: UnsafeMutablePointer<UInt8>? = nil
+            if case .pixels(let h, let w) = storage { buffer = .allocate(capacity: h * w * 3) }
+            defer { buffer?.deallocate() }
+            for b in range {
+                let index = indices[b], dst = x + b * plane
+                switch storage {
+                case .tensors:
+                    dataset.tensor(index, into: dst, channelStride: channelStride)
+                case .pixels(let h, let w):
+                    dataset.pixels(index, into: buffer!)
+                    var top = (h - size) / 2, left = (w - size) / 2, flip = false
+                    var shift: [Float] = [0, 0, 0]
+                    if augment {
+                        let key = UInt64(epoch), i = UInt64(index)
+                        top = Int(CounterRandom.bits(seed: seed, .crop, key, i, 0) % UInt64(h - size + 1))
+                        left = Int(CounterRandom.bits(seed: seed, .crop, key, i, 1) % UInt64(w - size + 1))
+                        flip = CounterRandom.bits(seed: seed, .flip, key, i) & 1 == 1
+                        var weighted: [Float] = [0, 0, 0]
+                        for e in 0..<3 {
+                            weighted[e] = colourNoise * CounterRandom.normal(seed: seed, .colour, key, i, UInt64(e)) * componentStd[e]
+                        }
+                        for c in 0..<3 { shift[c] = (0..<3).reduce(0) { $0 + eigenvectors[c * 3 + $1] * weighted[$1] } }
+                    }
+                    let pixels = buffer!
+                    for c in 0..<3 {
+                        let out = dst + c * channelStride, s = shift[c]
+                        for y in 0..<size {
+                            let row = ((top + y) * w + left) * 3 + c
+                            let o = out + y * size
+                            if flip {
+                                for xx in 0..<size {
+                                    let q = row + (size - 1 - xx) * 3
+                                    o[xx] = Float(pixels[q]) - mean[q] + s
+                                }
+                            } else {
+                                for xx in 0..<size {
+                                    let q = row + xx * 3
+                                    o[xx] = Float(pixels[q]) - mean[q] + s
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return indices.map { Int32(dataset.label($0)) }
+    }
+}

@@ -1,0 +1,83 @@
+// The embedded default dataset: ten classes of shapes and textures drawn procedurally, deterministic by seed.
+// Nothing to download: image i is a pure function of (seed, split, i). Colour, position, scale and pixel noise vary.
+
+public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
+    public static let classNames = ["disk", "square", "triangle", "ring", "plus", "horizontal stripes",
+                                    "vertical stripes", "checkerboard", "diamond", "diagonal cross"]
+    public static let side = 256
+    public static let trainingImages = 10_000
+    public static let heldOutImages = 1_000
+
+    public let name: String
+    public let count: Int
+    public let seed: UInt64
+    let salt: UInt64
+    public var storage: ImageStorage { .pixels(height: Self.side, width: Self.side) }
+
+    public init(seed: UInt64, heldOut: Bool, count: Int? = nil) {
+        self.seed = seed
+        self.salt = heldOut ? 0x5EED_0001 : 0x5EED_0000
+        self.count = count ?? (heldOut ? Self.heldOutImages : Self.trainingImages)
+        self.name = "embedded shapes (\(heldOut ? "held-out" : "training"))"
+    }
+
+    public static func splits(seed: UInt64) -> DataSplits {
+        DataSplits(train: EmbeddedShapes(seed: seed, heldOut: false), heldOut: EmbeddedShapes(seed: seed, heldOut: true),
+                   heldOutIsTrainingSet: false, classes: classNames.count,
+                   description: "embedded shapes: \(classNames.count) classes, \(trainingImages) training + \(heldOutImages) held-out images of \(side)×\(side), seed \(seed)")
+    }
+
+    public func label(_ index: Int) -> Int { index % Self.classNames.count }
+
+    @inline(__always) private func draw(_ index: Int, _ what: UInt64) -> Float {
+        CounterRandom.uniform(seed: seed, .embeddedImage, salt, UInt64(index), what)
+    }
+
+    /// Whether (u, v) in the shape's own frame ([-1, 1]², y down) is foreground for class k.
+    @inline(__always) static func inside(_ k: Int, _ u: Float, _ v: Float) -> Bool {
+        let au = abs(u), av = abs(v), box = max(au, av)
+        func band(_ x: Float) -> Int { Int(((x + 1) * 3).rounded(.down)) }
+        switch k {
+        case 0: return u * u + v * v <= 1
+        case 1: return box <= 0.85
+        case 2: return v >= -0.85 && v <= 0.85 && au <= (v + 0.85) / 1.7 * 0.95
+        case 3: let r = u * u + v * v; return r <= 1 && r >= 0.36
+        case 4: return (au <= 0.28 && av <= 1) || (av <= 0.28 && au <= 1)
+        case 5: return box <= 0.9 && band(v) % 2 == 0
+        case 6: return box <= 0.9 && band(u) % 2 == 0
+        case 7: return box <= 0.9 && (band(u) + band(v)) % 2 == 0
+        case 8: return au + av <= 1
+        default: return box <= 0.95 && (abs(u - v) <= 0.25 || abs(u + v) <= 0.25)
+        }
+    }
+
+    public func pixels(_ index: Int, into out: UnsafeMutablePointer<UInt8>) {
+        let k = label(index), side = Self.side
+        let scale = 40 + 70 * draw(index, 1)                       // half-size in pixels
+        let cx = scale + (Float(side) - 2 * scale) * draw(index, 2)
+        let cy = scale + (Float(side) - 2 * scale) * draw(index, 3)
+        var background = [Float](repeating: 0, count: 3), foreground = [Float](repeating: 0, count: 3)
+        for c in 0..<3 {
+            background[c] = 255 * draw(index, 10 + UInt64(c))
+            // Foreground at least 70 levels away from the background in every channel.
+            let shift = 70 + 120 * draw(index, 20 + UInt64(c))
+            foreground[c] = background[c] > 127 ? background[c] - shift : background[c] + shift
+        }
+        let noise = 10 + 30 * draw(index, 4)
+        let inverse = 1 / scale
+        for y in 0..<side {
+            let v = (Float(y) - cy) * inverse
+            for x in 0..<side {
+                let u = (Float(x) - cx) * inverse
+                let fg = Self.inside(k, u, v)
+                let p = out + (y * side + x) * 3
+                let bits = CounterRandom.bits(seed: seed, .embeddedImage, salt ^ 0xFFFF, UInt64(index), UInt64(y * side + x))
+                for c in 0..<3 {
+                    let jitter = (Float((bits >> (UInt64(c) * 16)) & 0xFFFF) / 65535 - 0.5) * 2 * noise
+                    let value = (fg ? foreground[c] : background[c]) + jitter
+                    p[c] = UInt8(max(0, min(255, value)))
+                }
+            }
+        }
+    }
+}

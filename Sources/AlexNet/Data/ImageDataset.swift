@@ -1,0 +1,36 @@
+// What a training set is to the trainer: a count, labels, and either raw pixels (H, W, 3) or ready (3, 227, 227) tensors.
+
+public enum ImageStorage: Equatable, Sendable {
+    /// uint8 pixels (H, W, 3): mean subtraction and 227 × 227 crops apply.
+    case pixels(height: Int, width: Int)
+    /// float32 (3, 227, 227), used as it is.
+    case tensors
+}
+
+public protocol ImageDataset: AnyObject, Sendable {
+    var name: String { get }
+    var count: Int { get }
+    var storage: ImageStorage { get }
+    func label(_ index: Int) -> Int
+    /// (H, W, 3) uint8 pixels of image `index` (storage .pixels).
+    func pixels(_ index: Int, into: UnsafeMutablePointer<UInt8>)
+    /// (3, 227, 227) floats of image `index` (storage .tensors); channel c goes to destination + c·channelStride,
+    /// rows of 227 contiguous, row r at + r·227.
+    func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int)
+}
+
+public extension ImageDataset {
+    func pixels(_ index: Int, into: UnsafeMutablePointer<UInt8>) { preconditionFailure("\(name) holds tensors, not pixels") }
+    func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int) {
+        preconditionFailure("\(name) holds pixels, not tensors")
+    }
+}
+
+/// A training set and the set that measures held-out accuracy.
+public struct DataSplits {
+    public let train: ImageDataset
+    public let heldOut: ImageDataset
+    public let heldOutIsTrainingSet: Bool
+    public let classes: Int
+    public let description: String
+}

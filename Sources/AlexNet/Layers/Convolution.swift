@@ -1,0 +1,131 @@
+// Convolution as im2col + sgemm over channel-major maps, forward and backward, split into tower parts.
+//
+// Part p (one local tower) owns output channels [p·M, (p+1)·M) and its weights (M, Cin, k, k) in PyTorch layout.
+// A tower-local layer (conv2, conv4, conv5: `sharedInput == false`) gives part p the input channels [p·Cin, (p+1)·Cin);
+// a layer after an exchange (conv1, conv3: `sharedInput == true`) gives every part all Cin input channels.
+
+public struct Convolution: Sendable {
+    public let geometry: ConvGeometry
+    public let inputChannelsPerPart: Int      // Cin seen by one part's filters
+    public let outputChannelsPerPart: Int     // M
+    public let parts: Int                     // local towers
+    public let sharedInput: Bool
+
+    /// Floats an im2col chunk may hold: large enough for long sgemm rows, small enough to stay in cache.
+    nonisolated(unsafe) public static var columnBudget = 1 << 21
+
+    public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool) {
+        self.geometry = geometry
+        self.inputChannelsPerPart = inputChannelsPerPart
+        self.outputChannelsPerPart = outputChannelsPerPart
+        self.parts = parts
+        self.sharedInput = sharedInput
+    }
+
+    public var patchSize: Int { inputChannelsPerPart * geometry.kernel * geometry.kernel }   // K
+    public var inputChannels: Int { sharedInput ? inputChannelsPerPart : inputChannelsPerPart * parts }
+    public var outputChannels: Int { outputChannelsPerPart * parts }
+    public var weightCount: Int { outputChannels * patchSize }
+
+    public func imagesPerChunk(batch: Int) -> Int {
+        max(1, min(batch, Convolution.columnBudget / (patchSize * geometry.outputPlane)))
+    }
+    /// Floats of scratch the column buffer needs for this batch.
+    public func columnBufferSize(batch: Int) -> Int { patchSize * geometry.outputPlane * imagesPerChunk(batch: batch) }
+
+    private func chunks(batch: Int) -> [Range<Int>] {
+        let step = imagesPerChunk(batch: batch)
+        return stride(from: 0, to: batch, by: step).map { $0..<min(batch, $0 + step) }
+    }
+
+    private func im2col(_ input: UnsafePointer<Float>, part: Int, images: Range<Int>, batch: Int, col: UnsafeMutablePointer<Float>) {
+        let channelStride = batch * geometry.inputPlane
+        let first = sharedInput ? 0 : part * inputChannelsPerPart
+        Im2col.forward(input: input + first * channelStride, channelStride: channelStride, imageStride: geometry.inputPlane,
+                       channels: inputChannelsPerPart, images: images, geometry: geometry, col: col)
+    }
+
+    /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias.
+    public func forward(input: UnsafePointer<Float>, batch: Int,
+                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                        output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>) {
+        let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
+        for images in chunks(batch: batch) {
+            let columns = images.count * plane
+            if sharedInput {
+                im2col(input, part: 0, images: images, batch: batch, col: col)
+                Blas.sgemm(m: M * parts, n: columns, k: K, a: weight, lda: K, b: col, ldb: columns,
+                           c: output + images.lowerBound * plane, ldc: ldc)
+            } else {
+                for p in 0..<parts {
+                    im2col(input, part: p, images: images, batch: batch, col: col)
+                    Blas.sgemm(m: M, n: columns, k: K, a: weight + p * M * K, lda: K, b: col, ldb: columns,
+                               c: output + p * M * ldc + images.lowerBound * plane, ldc: ldc)
+                }
+            }
+        }
+        addBias(bias, to: output, rows: outputChannels, rowLength: ldc)
+    }
+
+    /// Weight and bias gradients (overwritten) and, if asked, input gradients (overwritten).
+    /// `inputGradients[p]` receives part p's contribution: for a tower-local layer the gradient of its own input
+    /// channels (C_in, N, H, W); for a shared-input layer a full-size partial (Cin, N, H, W) that an exchange sums.
+    public func backward(input: UnsafePointer<Float>, batch: Int,
+                         weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
+                         inputGradients: [UnsafeMutablePointer<Float>]?,
+                         col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>) {
+        let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
+        let inChannelStride = batch * geometry.inputPlane
+        if let grads = inputGradients {
+            precondition(grads.count == parts)
+            for g in grads { g.update(repeating: 0, count: inputChannelsPerPart * inChannelStride) }
+        }
+        for (index, images) in chunks(batch: batch).enumerated() {
+            let columns = images.count * plane
+            let beta: Float = index == 0 ? 0 : 1
+            let dY = outputGradient + images.lowerBound * plane
+            for p in 0..<parts {
+                if !sharedInput || p == 0 { im2col(input, part: p, images: images, batch: batch, col: col) }
+                if !sharedInput || p == 0 {
+                    // dW (rows of this part, or all rows when the input is shared) += dY · colᵀ
+                    let rows = sharedInput ? M * parts : M
+                    Blas.sgemm(transB: true, m: rows, n: K, k: columns, a: dY + p * M * ldc, lda: ldc, b: col, ldb: columns,
+                               beta: beta, c: weightGradient + p * M * K, ldc: K)
+                }
+                if let grads = inputGradients {
+                    // dcol = Wᵀ · dY, then scatter back onto the input planes.
+                    Blas.sgemm(transA: true, m: K, n: columns, k: M, a: weight + p * M * K, lda: K,
+                               b: dY + p * M * ldc, ldb: ldc, c: colGradient, ldc: columns)
+                    Im2col.backward(col: colGradient, channelStride: inChannelStride, imageStride: geometry.inputPlane,
+                                    channels: inputChannelsPerPart, images: images, geometry: geometry, inputGradient: grads[p])
+                }
+            }
+        }
+        sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient)
+    }
+}
+
+/// y[r, :] += bias[r] over `rows` rows of `rowLength`.
+@inline(__always)
+func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int) {
+    Parallel.forEachChunk(rows) { range in
+        for r in range {
+            let b = bias[r], row = y + r * rowLength
+            for i in 0..<rowLength { row[i] += b }
+        }
+    }
+}
+
+/// out[r] = Σ_i x[r, i] (in Double, so the sum does not depend on how the rows are chunked).
+@inline(__always)
+func sumRows(_ x: UnsafePointer<Float>, rows: Int, rowLength: Int, into out: UnsafeMutablePointer<Float>) {
+    Parallel.forEachChunk(rows) { range in
+        for r in range {
+            let row = x + r * rowLength
+            var s: Double = 0
+            for i in 0..<rowLength { s += Double(row[i]) }
+            out[r] = Float(s)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+// The network of shared/design/model.md as numbers: channel counts under the width multiplier, the layer table,
+// and how the two towers split every layer.
+
+public struct ModelConfig: Sendable, Equatable, Codable {
+    public var width: Double = 1
+    public var classes: Int = 1000
+    public var dropout: Float = 0.5
+    public var lrnSize = 5
+    public var lrnAlpha: Float = 1e-4
+    public var lrnBeta: Float = 0.75
+    public var lrnK: Float = 2
+
+    public static let towers = 2
+    public static let inputSize = 227
+
+    public init(width: Double = 1, classes: Int = 1000, dropout: Float = 0.5) {
+        self.width = width; self.classes = classes; self.dropout = dropout
+    }
+
+    /// C(W) = 2·round(C·W/2), at least 2 (ties to even, as Python's round in the reference generator).
+    public func scaled(_ paperChannels: Int) -> Int {
+        max(2, Int((Double(paperChannels) * width / 2).rounded(.toNearestOrEven)) * 2)
+    }
+    public var conv1: Int { scaled(96) }
+    public var conv2: Int { scaled(256) }
+    public var conv3: Int { scaled(384) }
+    public var conv4: Int { scaled(384) }
+    public var conv5: Int { scaled(256) }
+    public var fc6: Int { scaled(4096) }
+    public var fc7: Int { scaled(4096) }
+    public var fc6Inputs: Int { conv5 * 36 }
+
+    public var lrn: LocalResponseNorm { LocalResponseNorm(size: lrnSize, alpha: lrnAlpha, beta: lrnBeta, k: lrnK) }
+
+    /// First row (channel or neuron) of tower t among `rows`: tower 0 owns [0, ⌊rows/2⌋), tower 1 the rest.
+    public static func towerStart(_ t: Int, of rows: Int) -> Int { t * rows / towers }
+
+    /// The parameter tensors in checkpoint order: name, PyTorch shape, whether the paper sets its bias to 1.
+    public var tensors: [(name: String, shape: [Int])] {
+        [("conv1.weight", [conv1, 3, 11, 11]), ("conv1.bias", [conv1]),
+         ("conv2.weight", [conv2, conv1 / 2, 5, 5]), ("conv2.bias", [conv2]),
+         ("conv3.weight", [conv3, conv2, 3, 3]), ("conv3.bias", [conv3]),
+         ("conv4.weight", [conv4, conv3 / 2, 3, 3]), ("conv4.bias", [conv4]),
+         ("conv5.weight", [conv5, conv4 / 2, 3, 3]), ("conv5.bias", [conv5]),
+         ("fc6.weight", [fc6, fc6Inputs]), ("fc6.bias", [fc6]),
+         ("fc7.weight", [fc7, fc6]), ("fc7.bias", [fc7]),
+         ("fc8.weight", [classes, fc7]), ("fc8.bias", [classes])]
+    }
+
+    /// Biases the paper initialises to 1 (the others start at 0).
+    public static let biasesSetToOne: Set<String> = ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]
+
+    /// Multiply–adds ×2 of one image's forward pass.
+    public var forwardFlopsPerImage: Double {
+        func conv(_ m: Int, _ k: Int, _ plane: Int) -> Double { 2 * Double(m) * Double(k) * Double(plane) }
+        return conv(conv1, 3 * 121, 55 * 55) + conv(conv2, conv1 / 2 * 25, 27 * 27) + conv(conv3, conv2 * 9, 169)
+            + conv(conv4, conv3 / 2 * 9, 169) + conv(conv5, conv4 / 2 * 9, 169)
+            + 2 * Double(fc6 * fc6Inputs + fc7 * fc6 + classes * fc7)
+    }
+    /// Forward + backward (input and weight gradients; conv1 needs no input gradient).
+    public var trainingFlopsPerImage: Double {
+        3 * forwardFlopsPerImage - 2 * Double(conv1 * 3 * 121 * 55 * 55)
+    }
+}

@@ -1,0 +1,83 @@
+// All parameters a process holds in one contiguous buffer with named views (llm.c style), gradients and momentum alike,
+// so that an allreduce is one call and the SGD update one loop.
+//
+// Layer-major: for each tensor of ModelConfig.tensors, the rows (output channels / neurons) of the local towers,
+// in PyTorch layout. A process holding both towers therefore holds exactly the PyTorch tensors back to back.
+
+public final class ParameterStore: @unchecked Sendable {
+    public struct Tensor: Sendable {
+        public let name: String
+        public let shape: [Int]            // whole-model PyTorch shape
+        public let rows: Range<Int>        // rows of shape[0] held here
+        public let offset: Int             // in the buffer
+        public var rowSize: Int { shape.dropFirst().reduce(1, *) }
+        public var count: Int { rows.count * rowSize }
+    }
+
+    public let config: ModelConfig
+    public let towers: Range<Int>
+    public let tensors: [Tensor]
+    public let count: Int
+    public let values: UnsafeMutablePointer<Float>      // (count)
+    public let gradients: UnsafeMutablePointer<Float>   // (count)
+    public let momentum: UnsafeMutablePointer<Float>    // (count)
+
+    public init(config: ModelConfig, towers: Range<Int>) {
+        self.config = config
+        self.towers = towers
+        var list: [Tensor] = [], offset = 0
+        for (name, shape) in config.tensors {
+            let rows = ModelConfig.towerStart(towers.lowerBound, of: shape[0])..<ModelConfig.towerStart(towers.upperBound, of: shape[0])
+            let t = Tensor(name: name, shape: shape, rows: rows, offset: offset)
+            list.append(t)
+            offset += t.count
+        }
+        tensors = list
+        count = offset
+        values = .allocate(capacity: offset); values.initialize(repeating: 0, count: offset)
+        gradients = .allocate(capacity: offset); gradients.initialize(repeating: 0, count: offset)
+        momentum = .allocate(capacity: offset); momentum.initialize(repeating: 0, count: offset)
+    }
+
+    deinit { values.deallocate(); gradients.deallocate(); momentum.deallocate() }
+
+    public func tensor(_ name: String) -> Tensor {
+        guard let t = tensors.first(where: { $0.name == name }) else { preconditionFailure("no parameter \(name)") }
+        return t
+    }
+    public func value(_ name: String) -> UnsafeMutablePointer<Float> { values + tensor(name).offset }
+    public func gradient(_ name: String) -> UnsafeMutablePointer<Float> { gradients + tensor(name).offset }
+
+    /// The paper's initialisation: weights N(0, 0.01²), biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
+    /// Each element is drawn from (seed, tensor, global element index), so every layout starts from the same model.
+    public func initialisePaper(seed: UInt64, weightStd: Float = 0.01) {
+        for (index, t) in tensors.enumerated() {
+            let p = values + t.offset
+            if t.shape.count == 1 {
+                let b: Float = ModelConfig.biasesSetToOne.contains(t.name) ? 1 : 0
+                p.update(repeating: b, count: t.count)
+            } else {
+                let first = t.rows.lowerBound * t.rowSize
+                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14) { r in
+                    for i in r {
+                        p[i] = weightStd * CounterRandom.normal(seed: seed, .initialisation, UInt64(index), UInt64(first + i))
+                    }
+                }
+            }
+        }
+        momentum.update(repeating: 0, count: count)
+    }
+
+    /// The paper's update, one loop over every parameter: v ← μ·v − λ·ε·w − ε·g;  w ← w + v.
+    public func sgdStep(learningRate lr: Float, momentum mu: Float, weightDecay decay: Float) {
+        let w = values, g = gradients, v = momentum
+        let decayRate = decay * lr
+        Parallel.forEachChunk(count, minimumPerThread: 1 << 16) { r in
+            for i in r {
+                let nv = mu * v[i] - decayRate * w[i] - lr * g[i]
+                v[i] = nv
+                w[i] += nv
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+// The paper's network as two towers with explicit exchange points; this process computes `exchange.localTowers`.
+//
+// Activations are channel-major so that a tower's half of any layer is one contiguous slice:
+// conv maps (C, N, H, W), fc activations (features, N). The exchanges before conv3, fc6, fc7, fc8 and of the
+// logits (forward), and of the input gradients of fc8, fc7, fc6 and conv3 (backward) are calls to `exchange`.
+
+public final class TwoTowerAlexNet {
+    public let config: ModelConfig
+    public let parameters: ParameterStore
+    public let exchange: TowerExchange
+    public let clock = PhaseClock()
+    public let maxBatch: Int
+    public let towers: Range<Int>
+
+    // Layers. Every conv/fc layer has one part per local tower.
+    let conv1, conv2, conv3, conv4, conv5: Convolution
+    let pool1: MaxPool, pool2: MaxPool, pool5: MaxPool
+    let fc6, fc7, fc8: FullyConnected
+    let lrn: LocalResponseNorm
+
+    // Channels / neurons per tower, and local counts.
+    let c1, c2, c3, c4, c5, f6, f7: Int     // per tower
+    var parts: Int { towers.count }
+
+    // Activations (local towers unless marked "all towers").
+    private var arena: [UnsafeMutableRawPointer] = []
+    let a1, s1, l1, p1: UnsafeMutablePointer<Float>          // (c1·parts, N, 55, 55) ×3, (…, 27, 27)
+    let a2, s2, l2: UnsafeMutablePointer<Float>              // (c2·parts, N, 27, 27)
+    let x3: UnsafeMutablePointer<Float>                      // (2·c2, N, 13, 13) all towers: conv3 input
+    let a3, a4, a5: UnsafeMutablePointer<Float>              // (c3·parts | c4·parts | c5·parts, N, 13, 13)
+    let p5: UnsafeMutablePointer<Float>                      // (c5·parts, N, 6, 6)
+    let x6: UnsafeMutablePointer<Float>                      // (2·c5·36, N) all towers: fc6 input
+    let h6, h7: UnsafeMutablePointer<Float>                  // (2·f6, N), (2·f7, N) all towers
+    public let logits: UnsafeMutablePointer<Float>           // (classes, N) all towers
+    let m6, m7: UnsafeMutablePointer<Float>                  // dropout masks (f·parts, N)
+    let idx1, idx2, idx5: UnsafeMutablePointer<Int32>        // pooling winners
+    // Gradients.
+    let dlogits: UnsafeMutablePointer<Float>                 // (classes, N)
+    let partials8, partials7, partials6, partials3: [UnsafeMutablePointer<Float>]   // full-size, one per local tower
+    let dh7, dh6: UnsafeMutablePointer<Float>                // (f·parts, N)
+    let dx6: UnsafeMutablePointer<Float>                     // (c5·parts·36, N)
+    let dp5: UnsafeMutablePointer<Float>                     // (c5·parts, N, 6, 6)
+    let da5, da4, da3: UnsafeMutablePointer<Float>           // (…·parts, N, 13, 13)
+    let dp2: UnsafeMutablePointer<Float>                     // (c2·parts, N, 13, 13)
+    let dl2, da2: UnsafeMutablePointer<Float>                // (c2·parts, N, 27, 27)
+    let dp1: UnsafeMutablePointer<Float>                     // (c1·parts, N, 27, 27)
+    let dl1, da1: UnsafeMutablePointer<Float>                // (c1·parts, N, 55, 55)
+    let col, colGradient: UnsafeMutablePointer<Float>        // im2col scratch
+
+    /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange) {
+        self.config = config
+        self.exchange = exchange
+        self.maxBatch = maxBatch
+        self.towers = exchange.localTowers
+        parameters = ParameterStore(config: config, towers: exchange.localTowers)
+        lrn = config.lrn
+        let T = ModelConfig.towers
+        c1 = config.conv1 / T; c2 = config.conv2 / T; c3 = config.conv3 / T; c4 = config.conv4 / T; c5 = config.conv5 / T
+        f6 = config.fc6 / T; f7 = config.fc7 / T
+        let P = exchange.localTowers.count
+        conv1 = Convolution(geometry: .init(inputHeight: 227, inputWidth: 227, kernel: 11, stride: 4, pad: 0),
+                            inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true)
+        pool1 = MaxPool(inputHeight: 55, inputWidth: 55)
+        conv2 = Convolution(geometry: .init(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2),
+                            inputChannelsPerPart: c1, outputChannelsPerPart: c2, parts: P, sharedInput: false)
+        pool2 = MaxPool(inputHeight: 27, inputWidth: 27)
+        conv3 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
+                            inputChannelsPerPart: 2 * c2, outputChannelsPerPart: c3, parts: P, sharedInput: true)
+        conv4 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
+                            inputChannelsPerPart: c3, outputChannelsPerPart: c4, parts: P, sharedInput: false)
+        conv5 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
+                            inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false)
+        pool5 = MaxPool(inputHeight: 13, inputWidth: 13)
+        fc6 = FullyConnected(inputs: config.fc6Inputs, partRows: Array(repeating: f6, count: P))
+        fc7 = FullyConnected(inputs: config.fc6, partRows: Array(repeating: f7, count: P))
+        fc8 = FullyConnected(inputs: config.fc7, partRows: exchange.localTowers.map {
+            ModelConfig.towerStart($0 + 1, of: config.classes) - ModelConfig.towerStart($0, of: config.classes) })
+
+        var arena: [UnsafeMutableRawPointer] = []
+        func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+            p.initialize(repeating: 0, count: max(1, n))
+            arena.append(UnsafeMutableRawPointer(p))
+            return p
+        }
+        func indices(_ n: Int) -> UnsafeMutablePointer<Int32> {
+            let p = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            arena.append(UnsafeMutableRawPointer(p))
+            return p
+        }
+        let N = maxBatch
+        a1 = floats(c1 * P * N * 3025); s1 = floats(c1 * P * N * 3025); l1 = floats(c1 * P * N * 3025)
+        p1 = floats(c1 * P * N * 729); idx1 = indices(c1 * P * N * 729)
+        a2 = floats(c2 * P * N * 729); s2 = floats(c2 * P * N * 729); l2 = floats(c2 * P * N * 729)
+        x3 = floats(2 * c2 * N * 169); idx2 = indices(c2 * P * N * 169)
+        a3 = floats(c3 * P * N * 169); a4 = floats(c4 * P * N * 169); a5 = floats(c5 * P * N * 169)
+        p5 = floats(c5 * P * N * 36); idx5 = indices(c5 * P * N * 36)
+        x6 = floats(2 * c5 * 36 * N); h6 = floats(2 * f6 * N); h7 = floats(2 * f7 * N)
+        logits = floats(config.classes * N)
+        m6 = floats(f6 * P * N); m7 = floats(f7 * P * N)
+        dlogits = floats(config.classes * N)
+        let (f6, f7, c5, c2) = (f6, f7, c5, c2)
+        var p8: [UnsafeMutablePointer<Float>] = [], p7: [UnsafeMutablePointer<Float>] = []
+        var p6: [UnsafeMutablePointer<Float>] = [], p3: [UnsafeMutablePointer<Float>] = []
+        for _ in 0..<P {
+            p8.append(floats(2 * f7 * N)); p7.append(floats(2 * f6 * N))
+            p6.append(floats(2 * c5 * 36 * N)); p3.append(floats(2 * c2 * N * 169))
+        }
+        partials8 = p8; partials7 = p7; partials6 = p6; partials3 = p3
+        dh7 = floats(f7 * P * N); dh6 = floats(f6 * P * N); dx6 = floats(c5 * P * 36 * N)
+        dp5 = floats(c5 * P * N * 36)
+        da5 = floats(c5 * P * N * 169); da4 = floats(c4 * P * N * 169); da3 = floats(c3 * P * N * 169)
+        dp2 = floats(c2 * P * N * 169); dl2 = floats(c2 * P * N * 729); da2 = floats(c2 * P * N * 729)
+        dp1 = floats(c1 * P * N * 729); dl1 = floats(c1 * P * N * 3025); da1 = floats(c1 * P * N * 3025)
+        let colSize = [conv1, conv2, conv3, conv4, conv5].map { $0.columnBufferSize(batch: N) }.max()!
+        col = floats(colSize); colGradient = floats(colSize)
+        self.arena = arena
+    }
+
+    deinit { for p in arena { p.deallocate() } }
+
+    // MARK: Slices of the all-tower buffers, in floats.
+
+    /// Offsets of each tower's slice in a buffer of `perTower` floats a tower.
+    func evenOffsets(_ perTower: Int) -> [Int] { (0...ModelConfig.towers).map { $0 * perTower } }
+    func logitOffsets(batch: Int) -> [Int] {
+        (0...ModelConfig.towers).map { ModelConfig.towerStart($0, of: config.classes) * batch }
+    }
+    var firstTower: Int { towers.lowerBound }
+
+    private func w(_ name: String) -> UnsafeMutablePointer<Float> { parameters.value(name) }
+    private func g(_ name: String) -> UnsafeMutablePointer<Float> { parameters.gradient(name) }
+
+    // MARK: Forward
+
+    /// Runs the network on input (3, N, 227, 227) and returns the logits (classes, N), gathered from both towers.
+    /// In training, dropout masks come from (seed, step, global sample firstSample + n).
+    @discardableResult
+    public func forward(input x: UnsafePointer<Float>, batch N: Int, training: Bool,
+                        seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) throws -> UnsafeMutablePointer<Float> {
+        precondition(N <= maxBatch && N > 0)
+        let P = parts
+        clock.time(.conv1, .forward) {
+            conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col)
+            ReLU.forward(a1, count: c1 * P * N * 3025)
+            lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * 3025, scale: s1, output: l1)
+            pool1.forward(input: l1, planes: c1 * P * N, output: p1, argmax: idx1)
+        }
+        clock.time(.conv2, .forward) {
+            conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col)
+            ReLU.forward(a2, count: c2 * P * N * 729)
+            lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * 729, scale: s2, output: l2)
+            pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * 169, argmax: idx2)
+        }
+        try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * 169), at: .conv3Input) }
+        clock.time(.conv3, .forward) {
+            conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col)
+            ReLU.forward(a3, count: c3 * P * N * 169)
+        }
+        clock.time(.conv4, .forward) {
+            conv4.forward(input: a3, batch: N, weight: w("conv4.weight"), bias: w("conv4.bias"), output: a4, col: col)
+            ReLU.forward(a4, count: c4 * P * N * 169)
+        }
+        clock.time(.conv5, .forward) {
+            conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col)
+            ReLU.forward(a5, count: c5 * P * N * 169)
+            pool5.forward(input: a5, planes: c5 * P * N, output: p5, argmax: idx5)
+            // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image.
+            Self.flatten(p5, channels: c5 * P, batch: N, into: x6 + firstTower * c5 * 36 * N)
+        }
+        try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * 36 * N), at: .fc6Input) }
+        try fullyConnectedForward(.fc6, layer: fc6, input: x6, output: h6, rowsPerTower: f6, mask: m6, batch: N,
+                                  training: training, seed: seed, step: step, firstSample: firstSample)
+        try clock.time(.fc7, .exchange) { try exchange.allGather(h6, offsets: evenOffsets(f6 * N), at: .fc7Input) }
+        try fullyConnectedForward(.fc7, layer: fc7, input: h6, output: h7, rowsPerTower: f7, mask: m7, batch: N,
+                                  training: training, seed: seed, step: step, firstSample: firstSample)
+        try clock.time(.fc8, .exchange) { try exchange.allGather(h7, offsets: evenOffsets(f7 * N), at: .fc8Input) }
+        clock.time(.fc8, .forward) {
+            let first = ModelConfig.towerStart(firstTower, of: config.classes)
+            fc8.forward(input: h7, batch: N, weight: w("fc8.weight"), bias: w("fc8.bias"), output: logits + first * N)
+        }
+        try clock.time(.loss, .exchange) { try exchange.allGather(logits, offsets: logitOffsets(batch: N), at: .logits) }
+        return logits
+    }
+
+    private func fullyConnectedForward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>,
+                                       output: UnsafeMutablePointer<Float>, rowsPerTower: Int, mask: UnsafeMutablePointer<Float>,
+                                       batch N: Int, training: Bool, seed: UInt64, step: Int, firstSample: Int) throws {
+        clock.time(stage, .forward) {
+            let name = stage.name, first = firstTower * rowsPerTower
+            let out = output + first * N, count = rowsPerTower * parts * N
+            layer.forward(input: input, batch: N, weight: w(name + ".weight"), bias: w(name + ".bias"), output: out)
+            ReLU.forward(out, count: count)
+            if training && config.dropout > 0 {
+                Dropout(probability: config.dropout).makeMask(rows: rowsPerTower * parts, batch: N, firstUnit: first,
+                                                              firstSample: firstSample, seed: seed, step: step,
+                                                              layer: stage.rawValue, mask: mask)
+                Dropout.apply(mask: mask, to: out, count: count)
+            }
+        }
+    }
+
+    /// p5 (C, N, 36) → rows c·36 + q, columns n of a (C·36, N) block.
+    static func flatten(_ p: UnsafePointer<Float>, channels: Int, batch N: Int, into x: UnsafeMutablePointer<Float>) {
+        for c in 0..<channels {
+            for n in 0..<N {
+                let src = p + (c * N + n) * 36
+                for q in 0..<36 { x[(c * 36 + q) * N + n] = src[q] }
+            }
+        }
+    }
+    static func unflatten(_ x: UnsafePointer<Float>, channels: Int, batch N: Int, into p: UnsafeMutablePointer<Float>) {
+        for c in 0..<channels {
+            for n in 0..<N {
+                let dst = p + (c * N + n) * 36
+                for q in 0..<36 { dst[q] = x[(c * 36 + q) * N + n] }
+            }
+        }
+    }
+
+    // MARK: Loss and backward
+
+    /// Softmax cross-entropy of the gathered logits; returns the summed loss of these N images and fills dlogits,
+    /// scaled by 1/normaliser (the global batch).
+    public func loss(labels: [Int32], batch N: Int, normaliser: Int) -> Double {
+        clock.time(.loss, .forward) {
+            SoftmaxCrossEntropy.forwardBackward(logits: logits, classes: config.classes, batch: N, labels: labels,
+                                                normaliser: normaliser, logitsGradient: dlogits)
+        }
+    }
+
+    /// Fills parameters.gradients from dlogits (set by `loss`) for the input of the last forward pass.
+    public func backward(input x: UnsafePointer<Float>, batch N: Int, training: Bool) throws {
+        let P = parts
+        // fc8: own classes' rows of dlogits.
+        clock.time(.fc8, .backward) {
+            let first = ModelConfig.towerStart(firstTower, of: config.classes)
+            fc8.backward(input: h7, batch: N, weight: w("fc8.weight"), outputGradient: dlogits + first * N,
+                         weightGradient: g("fc8.weight"), biasGradient: g("fc8.bias"), inputGradients: partials8)
+        }
+        try clock.time(.fc8, .exchange) {
+            try exchange.reduceScatter(partials: partials8, offsets: evenOffsets(f7 * N), into: dh7, at: .fc8InputGradient)
+        }
+        try fullyConnectedBackward(.fc7, layer: fc7, input: h6, output: h7, outputGradient: dh7, rowsPerTower: f7, mask: m7,
+                                   batch: N, training: training, inputGradients: partials7)
+        try clock.time(.fc7, .exchange) {
+            try exchange.reduceScatter(partials: partials7, offsets: evenOffsets(f6 * N), into: dh6, at: .fc7InputGradient)
+        }
+        try fullyConnectedBackward(.fc6, layer: fc6, input: x6, output: h6, outputGradient: dh6, rowsPerTower: f6, mask: m6,
+                                   batch: N, training: training, inputGradients: partials6)
+        try clock.time(.fc6, .exchange) {
+            try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
+        }
+        clock.time(.conv5, .backward) {
+            Self.unflatten(dx6, channels: c5 * P, batch: N, into: dp5)
+            pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5)
+            ReLU.backward(output: a5, gradient: da5, count: c5 * P * N * 169)
+            conv5.backward(input: a4, batch: N, weight: w("conv5.weight"), outputGradient: da5,
+                           weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
+                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient)
+        }
+        clock.time(.conv4, .backward) {
+            ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169)
+            conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
+                           weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
+                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient)
+        }
+        clock.time(.conv3, .backward) {
+            ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169)
+            conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
+                           weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
+                           inputGradients: partials3, col: col, colGradient: colGradient)
+        }
+        try clock.time(.conv3, .exchange) {
+            try exchange.reduceScatter(partials: partials3, offsets: evenOffsets(c2 * N * 169), into: dp2, at: .conv3InputGradient)
+        }
+        clock.time(.conv2, .backward) {
+            pool2.backward(outputGradient: dp2, argmax: idx2, planes: c2 * P * N, inputGradient: dl2)
+            lrn.backward(input: a2, scale: s2, output: l2, outputGradient: dl2, channels: c2 * P, groupChannels: c2,
+                         pixels: N * 729, inputGradient: da2)
+            ReLU.backward(output: a2, gradient: da2, count: c2 * P * N * 729)
+            conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: da2,
+                           weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
+                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient)
+        }
+        clock.time(.conv1, .backward) {
+            pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: dl1)
+            lrn.backward(input: a1, scale: s1, output: l1, outputGradient: dl1, channels: c1 * P, groupChannels: c1,
+                         pixels: N * 3025, inputGradient: da1)
+            ReLU.backward(output: a1, gradient: da1, count: c1 * P * N * 3025)
+            conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: da1,
+                           weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
+                           inputGradients: nil, col: col, colGradient: colGradient)
+        }
+    }
+
+    private func fullyConnectedBackward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>,
+                                        output: UnsafeMutablePointer<Float>, outputGradient dY: UnsafeMutablePointer<Float>,
+                                        rowsPerTower: Int, mask: UnsafePointer<Float>, batch N: Int, training: Bool,
+                                        inputGradients: [UnsafeMutablePointer<Float>]) throws {
+        clock.time(stage, .backward) {
+            let name = stage.name, count = rowsPerTower * parts * N
+            if training && config.dropout > 0 { Dropout.apply(mask: mask, to: dY, count: count) }
+            // After dropout the stored output is positive exactly where ReLU passed and the unit was kept.
+            ReLU.backward(output: output + firstTower * rowsPerTower * N, gradient: dY, count: count)
+            layer.backward(input: input, batch: N, weight: w(name + ".weight"), outputGradient: dY,
+                           weightGradient: g(name + ".weight"), biasGradient: g(name + ".bias"), inputGradients: inputGradients)
+        }
+    }
+}

@@ -1,0 +1,144 @@
+// The training loop: batches from the sampler, forward, loss, backward, the paper's SGD, progress and evaluation.
+import Foundation
+
+public struct TrainingSettings: Sendable {
+    public var model = ModelConfig(width: 0.25, classes: 10, dropout: 0.5)
+    public var batch = 64
+    public var steps = 300
+    public var learningRate: Float = 0.01
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 5e-4
+    public var seed: UInt64 = 1
+    public var augment = true
+    public var initWeightStd: Float = 0.01
+    public var initFrom: String? = nil
+    public var save: String? = nil
+    public var progressEvery: Double = 2           // seconds between progress lines
+    public init() {}
+}
+
+public struct TrainingSummary: Sendable {
+    public var losses: [Double] = []                // per step, mean over the global batch
+    public var trainLoss: Double = .nan             // mean of the last steps
+    public var top1: Double = .nan, top5: Double = .nan
+    public var imagesPerSecond: Double = 0
+    public var seconds: Double = 0
+}
+
+public final class Trainer {
+    public let settings: TrainingSettings
+    public let data: DataSplits
+    public let model: TwoTowerAlexNet
+    public let assembler: BatchAssembler
+    public var log: (String) -> Void = { print($0); fflush(stdout) }
+    let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
+
+    public init(settings: TrainingSettings, data: DataSplits, exchange: TowerExchange = LocalTowerExchange()) throws {
+        guard settings.batch <= data.train.count else {
+            throw AlexNetError("--batch \(settings.batch) is larger than the training set (\(data.train.count) images in \(data.train.name)); use --batch \(data.train.count) or less")
+        }
+        self.settings = settings
+        self.data = data
+        model = TwoTowerAlexNet(config: settings.model, maxBatch: settings.batch, exchange: exchange)
+        assembler = BatchAssembler(training: data.train, seed: settings.seed)
+        input = .allocate(capacity: 3 * settings.batch * 227 * 227)
+        input.initialize(repeating: 0, count: 3 * settings.batch * 227 * 227)
+        if let path = settings.initFrom {
+            try Checkpoint.load(path, into: model.parameters)
+        } else {
+            model.parameters.initialisePaper(seed: settings.seed, weightStd: settings.initWeightStd)
+        }
+    }
+
+    deinit { input.deallocate() }
+
+    public var batchesPerEpoch: Int { data.train.count / settings.batch }
+
+    /// Dataset indices of the global batch of `step`: a per-epoch shuffle from the seed, or file order without augmentation.
+    public func batchIndices(step: Int, cache: inout (epoch: Int, order: [Int])) -> (epoch: Int, indices: [Int]) {
+        let epoch = step / batchesPerEpoch, position = step % batchesPerEpoch
+        if cache.epoch != epoch {
+            cache = (epoch, settings.augment ? CounterRandom.permutation(count: data.train.count, seed: settings.seed, epoch: epoch)
+                                             : Array(0..<data.train.count))
+        }
+        let b = settings.batch
+        return (epoch, Array(cache.order[(position * b)..<((position + 1) * b)]))
+    }
+
+    /// One training step on the global batch of `step`; returns the mean loss before the update.
+    public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> Double {
+        let b = settings.batch
+        let (epoch, indices) = batchIndices(step: step, cache: &cache)
+        let labels = model.clock.time(.data, .forward) {
+            assembler.assemble(data.train, indices: indices, epoch: epoch, augment: settings.augment, into: input)
+        }
+        try model.forward(input: input, batch: b, training: true, seed: settings.seed, step: step, firstSample: 0)
+        let loss = model.loss(labels: labels, batch: b, normaliser: b) / Double(b)
+        guard loss.isFinite else {
+            throw AlexNetError("the loss became \(loss) at step \(step); lower --lr (now \(settings.learningRate))")
+        }
+        try model.backward(input: input, batch: b, training: true)
+        model.clock.time(.update, .backward) {
+            model.parameters.sgdStep(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
+        }
+        return loss
+    }
+
+    /// Top-1 and top-5 accuracy (centre crop, no dropout) over `limit` images of the held-out set.
+    public func evaluate(limit: Int? = nil) throws -> (top1: Double, top5: Double) {
+        let set = data.heldOut, total = min(set.count, limit ?? set.count)
+        var hits1 = 0, hits5 = 0, done = 0
+        while done < total {
+            let n = min(settings.batch, total - done)
+            let labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, into: input)
+            let logits = try model.forward(input: input, batch: n, training: false)
+            for i in 0..<n {
+                let label = Int(labels[i])
+                if SoftmaxCrossEntropy.inTopK(logits: logits, classes: settings.model.classes, batch: n, image: i, label: label, k: 1) { hits1 += 1 }
+                if SoftmaxCrossEntropy.inTopK(logits: logits, classes: settings.model.classes, batch: n, image: i, label: label, k: 5) { hits5 += 1 }
+            }
+            done += n
+        }
+        return (Double(hits1) / Double(total), Double(hits5) / Double(total))
+    }
+
+    public func run() throws -> TrainingSummary {
+        var summary = TrainingSummary()
+        var cache = (epoch: -1, order: [Int]())
+        let start = PhaseClock.now()
+        var lastPrint = start
+        for step in 0..<settings.steps {
+            let loss = try trainStep(step, cache: &cache)
+            summary.losses.append(loss)
+            let now = PhaseClock.now()
+            let elapsed = Double(now - start) * 1e-9
+            if step == settings.steps - 1 || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
+                lastPrint = now
+                let rate = Double((step + 1) * settings.batch) / elapsed
+                let eta = elapsed / Double(step + 1) * Double(settings.steps - step - 1)
+                log(String(format: "step %5d/%d  epoch %3d  loss %.4f  %7.1f img/s  ETA %@",
+                           step + 1, settings.steps, step / batchesPerEpoch, loss, rate, Self.clockText(eta)))
+            }
+        }
+        summary.seconds = Double(PhaseClock.now() - start) * 1e-9
+        summary.imagesPerSecond = Double(settings.steps * settings.batch) / max(summary.seconds, 1e-9)
+        let tail = summary.losses.suffix(max(1, min(20, summary.losses.count)))
+        summary.trainLoss = tail.reduce(0, +) / Double(max(1, tail.count))
+        if let path = settings.save {
+            try saveCheckpoint(path, step: settings.steps)
+            log("saved \(path)")
+        }
+        (summary.top1, summary.top5) = try evaluate()
+        return summary
+    }
+
+    public func saveCheckpoint(_ path: String, step: Int) throws {
+        let state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
+        try Checkpoint.save(model.parameters, state: state, to: path)
+    }
+
+    static func clockText(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}
