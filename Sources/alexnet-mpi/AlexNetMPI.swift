@@ -8,7 +8,7 @@ struct AlexNetMPI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alexnet-mpi",
         abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS.",
-        subcommands: [Train.self, Bench.self],
+        subcommands: [Train.self, Bench.self, ExportEmbedded.self],
         defaultSubcommand: Train.self)
 
     /// Errors of ours become one line on stderr and exit code 1; argument errors keep ArgumentParser's usage text.
@@ -42,6 +42,8 @@ struct ThreadOptions: ParsableArguments {
     }
 }
 
+extension Initialisation: ExpressibleByArgument {}
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the network (default: the embedded shapes dataset).")
 
@@ -67,8 +69,8 @@ struct Train: ParsableCommand {
     var dropout: Float = 0.5
     @Option(help: "Seed for initialisation, shuffling, augmentation and dropout.")
     var seed: UInt64 = 1
-    @Option(name: .customLong("init-std"), help: "Standard deviation of the initial weights (the paper: 0.01).")
-    var initStd: Float = 0.01
+    @Option(name: .customLong("init"), help: "Initialisation: 'paper' (N(0, 0.01²), biases 1 in conv2/4/5, fc6/7) or 'he' (N(0, 2/fan-in), those biases 0.1).")
+    var initialisation: Initialisation = .he
     @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file.")
     var initFrom: String?
     @Option(help: "Write the trained weights (and momentum) to this safetensors file.")
@@ -87,7 +89,6 @@ struct Train: ParsableCommand {
         guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be in [0, 1) (got \(momentum))") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
-        guard initStd > 0 else { throw ValidationError("--init-std must be positive (got \(initStd))") }
     }
 
     func run() throws {
@@ -105,7 +106,7 @@ struct Train: ParsableCommand {
         s.model = ModelConfig(width: width, classes: classes ?? splits.classes, dropout: dropout)
         s.batch = batch
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
-        s.seed = seed; s.augment = !noAugment; s.initWeightStd = initStd
+        s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
         s.initFrom = initFrom; s.save = save
         guard batch <= splits.train.count else {
             throw AlexNetError("--batch \(batch) is larger than the training set (\(splits.train.count) images in \(splits.train.name)); use --batch \(splits.train.count) or less")
@@ -157,5 +158,29 @@ struct Bench: ParsableCommand {
         print("OpenBLAS: \(Blas.configuration)")
         let r = try Benchmark.run(s)
         print(Benchmark.report(r, settings: s))
+    }
+}
+
+struct ExportEmbedded: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export-embedded",
+        abstract: "Write images of the embedded dataset as a NumPy dataset (images.npy uint8 (N, 256, 256, 3), labels.npy int64).")
+
+    @Option(help: "Folder to write (created if missing).")
+    var out: String
+    @Option(help: "Number of images.")
+    var count: Int = 100
+    @Option(help: "Seed of the embedded dataset.")
+    var seed: UInt64 = 1
+    @Flag(name: .customLong("held-out"), help: "Export the held-out split instead of the training split.")
+    var heldOut = false
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() throws {
+        try EmbeddedShapes.export(seed: seed, heldOut: heldOut, count: count, to: out)
+        print("wrote \(count) images to \(out)/images.npy and labels.npy")
     }
 }

@@ -10,6 +10,10 @@ public final class BatchAssembler: @unchecked Sendable {
     public private(set) var mean: [Float] = []
     public private(set) var eigenvectors: [Float] = [1, 0, 0, 0, 1, 0, 0, 0, 1]
     public private(set) var componentStd: [Float] = [0, 0, 0]
+    /// Standard deviation of the network's input over the sampled images (pixels: after mean subtraction).
+    public private(set) var inputStd: Float = 1
+    /// Multiplies the mean-subtracted pixels (1: the paper's raw pixel units; 1/inputStd: unit variance).
+    public var inputScale: Float = 1
     /// Standard deviation of the PCA noise weights α (the paper: 0.1).
     public var colourNoise: Float = 0.1
 
@@ -18,7 +22,19 @@ public final class BatchAssembler: @unchecked Sendable {
     public init(training: ImageDataset, seed: UInt64, sampleLimit: Int = 20_000) {
         storage = training.storage
         self.seed = seed
-        guard case .pixels(let h, let w) = storage else { return }
+        guard case .pixels(let h, let w) = storage else {
+            // Tensors are used as they are: only their spread is measured (for the He initialisation of conv1).
+            let samples = min(training.count, 64), plane = 227 * 227
+            let x = UnsafeMutablePointer<Float>.allocate(capacity: 3 * plane)
+            defer { x.deallocate() }
+            var s2: Double = 0
+            for s in 0..<samples {
+                training.tensor(s * training.count / samples, into: x, channelStride: plane)
+                for i in 0..<(3 * plane) { s2 += Double(x[i]) * Double(x[i]) }
+            }
+            inputStd = Float((s2 / Double(samples * 3 * plane)).squareRoot())
+            return
+        }
         let samples = min(training.count, sampleLimit)
         let plane = h * w * 3
         var sum = [Double](repeating: 0, count: plane)
@@ -46,6 +62,7 @@ public final class BatchAssembler: @unchecked Sendable {
             let v = moments[i * 3 + j] / n - channelSum[i] / n * channelSum[j] / n
             cov[i * 3 + j] = v; cov[j * 3 + i] = v
         } }
+        inputStd = Float(((cov[0] + cov[4] + cov[8]) / 3).squareRoot())
         let (values, vectors) = Self.symmetricEigen3(cov)
         componentStd = values.map { Float(max(0, $0).squareRoot()) }
         eigenvectors = vectors.map(Float.init)
@@ -108,7 +125,7 @@ public final class BatchAssembler: @unchecked Sendable {
                         }
                         for c in 0..<3 { shift[c] = (0..<3).reduce(0) { $0 + eigenvectors[c * 3 + $1] * weighted[$1] } }
                     }
-                    let pixels = buffer!
+                    let pixels = buffer!, scale = inputScale
                     for c in 0..<3 {
                         let out = dst + c * channelStride, s = shift[c]
                         for y in 0..<size {
@@ -117,12 +134,12 @@ public final class BatchAssembler: @unchecked Sendable {
                             if flip {
                                 for xx in 0..<size {
                                     let q = row + (size - 1 - xx) * 3
-                                    o[xx] = Float(pixels[q]) - mean[q] + s
+                                    o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
                                 }
                             } else {
                                 for xx in 0..<size {
                                     let q = row + xx * 3
-                                    o[xx] = Float(pixels[q]) - mean[q] + s
+                                    o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
                                 }
                             }
                         }

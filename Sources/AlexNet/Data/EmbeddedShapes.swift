@@ -81,3 +81,29 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
         }
     }
 }
+
+import Foundation
+
+extension EmbeddedShapes {
+    /// Writes the first `count` images of a split as a NumPy dataset folder.
+    public static func export(seed: UInt64, heldOut: Bool, count: Int, to directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw AlexNetError("\(directory): cannot create the folder (\(error.localizedDescription))")
+        }
+        let set = EmbeddedShapes(seed: seed, heldOut: heldOut, count: count)
+        let plane = side * side * 3
+        var pixels = [UInt8](repeating: 0, count: count * plane)
+        pixels.withUnsafeMutableBufferPointer { p in
+            for i in 0..<count { set.pixels(i, into: p.baseAddress! + i * plane) }
+        }
+        let labels = (0..<count).map { Int64(set.label($0)) }
+        try pixels.withUnsafeBytes {
+            try NpyArray.write(path: directory + "/images.npy", dtype: .uint8, shape: [count, side, side, 3], bytes: $0)
+        }
+        try labels.withUnsafeBytes {
+            try NpyArray.write(path: directory + "/labels.npy", dtype: .int64, shape: [count], bytes: $0)
+        }
+    }
+}

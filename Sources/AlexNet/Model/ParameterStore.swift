@@ -68,6 +68,24 @@ public final class ParameterStore: @unchecked Sendable {
         momentum.update(repeating: 0, count: count)
     }
 
+    /// He initialisation (weights N(0, 2/fan-in)), with the paper's biases scaled to 0.1: the scheme of the PyTorch
+    /// fixture. It keeps every layer's signal alive at small widths, where the paper's fixed 0.01 starves the top layers.
+    public func initialiseHe(seed: UInt64) {
+        for (index, t) in tensors.enumerated() {
+            let p = values + t.offset
+            if t.shape.count == 1 {
+                p.update(repeating: ModelConfig.biasesSetToOne.contains(t.name) ? 0.1 : 0, count: t.count)
+            } else {
+                let first = t.rows.lowerBound * t.rowSize
+                let std = Float((2.0 / Double(t.rowSize)).squareRoot())
+                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14) { r in
+                    for i in r { p[i] = std * CounterRandom.normal(seed: seed, .initialisation, UInt64(index), UInt64(first + i)) }
+                }
+            }
+        }
+        momentum.update(repeating: 0, count: count)
+    }
+
     /// The paper's update, one loop over every parameter: v ← μ·v − λ·ε·w − ε·g;  w ← w + v.
     public func sgdStep(learningRate lr: Float, momentum mu: Float, weightDecay decay: Float) {
         let w = values, g = gradients, v = momentum

@@ -10,11 +10,18 @@ public struct TrainingSettings: Sendable {
     public var weightDecay: Float = 5e-4
     public var seed: UInt64 = 1
     public var augment = true
-    public var initWeightStd: Float = 0.01
+    public var initialisation: Initialisation = .paper
     public var initFrom: String? = nil
     public var save: String? = nil
     public var progressEvery: Double = 2           // seconds between progress lines
     public init() {}
+}
+
+public enum Initialisation: String, CaseIterable, Sendable {
+    /// The paper: weights N(0, 0.01²), biases 1 in conv2, conv4, conv5, fc6, fc7.
+    case paper
+    /// He: weights N(0, 2/fan-in), those biases 0.1 (as the PyTorch fixture), and pixel inputs scaled to unit variance.
+    case he
 }
 
 public struct TrainingSummary: Sendable {
@@ -41,12 +48,16 @@ public final class Trainer {
         self.data = data
         model = TwoTowerAlexNet(config: settings.model, maxBatch: settings.batch, exchange: exchange)
         assembler = BatchAssembler(training: data.train, seed: settings.seed)
+        if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
         input = .allocate(capacity: 3 * settings.batch * 227 * 227)
         input.initialize(repeating: 0, count: 3 * settings.batch * 227 * 227)
         if let path = settings.initFrom {
             try Checkpoint.load(path, into: model.parameters)
         } else {
-            model.parameters.initialisePaper(seed: settings.seed, weightStd: settings.initWeightStd)
+            switch settings.initialisation {
+            case .paper: model.parameters.initialisePaper(seed: settings.seed)
+            case .he: model.parameters.initialiseHe(seed: settings.seed)
+            }
         }
     }
 
