@@ -34,11 +34,15 @@ struct ThreadOptions: ParsableArguments {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
     }
 
-    func apply() -> Int {
+    /// Sets BLAS and loop threads and returns (threads, layout). With two or more threads the towers run on
+    /// their own threads, each with half of them: no BLAS worker then spins against the element-wise loops.
+    func apply() -> (threads: Int, layout: ReplicaLayout) {
         let n = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
-        Blas.setThreads(n)
-        Parallel.threads = n
-        return n
+        let layout: ReplicaLayout = n >= 2 ? .threadedTowers : .sequential
+        let perTower = layout == .threadedTowers ? max(1, n / 2) : n
+        Blas.setThreads(perTower)
+        Parallel.threads = perTower
+        return (n, layout)
     }
 }
 
@@ -92,7 +96,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let threads = threadOptions.apply()
+        let (threads, layout) = threadOptions.apply()
         let splits: DataSplits
         if let directory = data {
             splits = try NumpyDataset.splits(directory: directory, classes: classes)
@@ -108,12 +112,14 @@ struct Train: ParsableCommand {
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
         s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
         s.initFrom = initFrom; s.save = save
+        s.layout = layout
         guard batch <= splits.train.count else {
             throw AlexNetError("--batch \(batch) is larger than the training set (\(splits.train.count) images in \(splits.train.name)); use --batch \(splits.train.count) or less")
         }
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
-        print("alexnet-mpi train: one process, both towers, \(threads) thread\(threads == 1 ? "" : "s")")
+        print("alexnet-mpi train: one process, both towers"
+              + (layout == .threadedTowers ? ", one thread each (\(threads) threads)" : ", \(threads) thread\(threads == 1 ? "" : "s")"))
         print("data: \(splits.description)")
         print(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers))
         print(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, augmentation %@",
@@ -151,7 +157,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         var s = BenchmarkSettings()
-        s.threads = threadOptions.apply()
+        (s.threads, s.layout) = threadOptions.apply()
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
         s.batch = batch; s.steps = steps
         Convolution.columnBudget = im2colBudget

@@ -40,7 +40,7 @@ func randomFloats(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
 }
 
 /// Runs an executable and returns (exit code, stdout, stderr), with a timeout that kills it.
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 600)
+func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 600)
     -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)

@@ -8,6 +8,7 @@ public struct BenchmarkSettings: Sendable {
     public var steps = 3
     public var warmupSteps = 1
     public var threads = 2
+    public var layout: ReplicaLayout = .threadedTowers
     public init() {}
 }
 
@@ -39,31 +40,33 @@ public enum Benchmark {
         return best
     }
 
-    /// Times `steps` training steps after `warmupSteps`, on one process holding both towers
-    /// (or the towers of `exchange`), and returns the figures.
-    public static func run(_ s: BenchmarkSettings, exchange: TowerExchange = LocalTowerExchange()) throws -> BenchmarkResult {
+    /// Times `steps` training steps after `warmupSteps` on `replica` (by default one built from the settings' layout).
+    public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil) throws -> BenchmarkResult {
+        // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
+        let perTower = Blas.threads
+        Blas.setThreads(s.threads)
         let gflops = sgemmGflops()
-        let model = TwoTowerAlexNet(config: s.model, maxBatch: s.batch, exchange: exchange)
-        model.parameters.initialisePaper(seed: 1)
+        Blas.setThreads(perTower)
+        let replica = given ?? Replica(config: s.model, maxBatch: s.batch, layout: s.layout)
+        replica.initialise(.paper, seed: 1)
         let count = 3 * s.batch * 227 * 227
         let x = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { x.deallocate() }
         for i in 0..<count { x[i] = CounterRandom.normal(seed: 7, .embeddedImage, UInt64(i)) * 50 }
         let labels = (0..<s.batch).map { Int32($0 % s.model.classes) }
         func step(_ k: Int) throws {
-            try model.forward(input: x, batch: s.batch, training: true, seed: 1, step: k)
-            _ = model.loss(labels: labels, batch: s.batch, normaliser: s.batch)
-            try model.backward(input: x, batch: s.batch, training: true)
-            model.clock.time(.update, .backward) { model.parameters.sgdStep(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) }
+            _ = try replica.computeGradients(input: x, batch: s.batch, labels: labels, normaliser: s.batch,
+                                             seed: 1, step: k, firstSample: 0)
+            try replica.update(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4)
         }
         for k in 0..<s.warmupSteps { try step(k) }
-        model.clock.reset()
+        for m in replica.models { m.clock.reset() }
         let t0 = PhaseClock.now()
         for k in 0..<s.steps { try step(s.warmupSteps + k) }
         let seconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
         var stages: [Stage: [Phase: Double]] = [:]
         for st in Stage.allCases {
-            for ph in Phase.allCases { stages[st, default: [:]][ph] = model.clock.seconds(st, ph) / Double(s.steps) }
+            for ph in Phase.allCases { stages[st, default: [:]][ph] = replica.clock.seconds(st, ph) / Double(s.steps) }
         }
         return BenchmarkResult(sgemmGflops: gflops, stepSeconds: seconds, imagesPerSecond: Double(s.batch) / seconds,
                                limitImagesPerSecond: gflops * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
@@ -75,12 +78,13 @@ public enum Benchmark {
                             s.threads, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
         lines.append(String(format: "training step (W = %g, %d classes, batch %d, %d threads): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
                             s.model.width, s.model.classes, s.batch, s.threads, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
-        lines.append("ms per step     forward   backward   exchange")
+        lines.append("ms per step (\(s.layout == .threadedTowers ? "tower 0's thread" : "both towers")):")
+        lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
             let p = r.stageSeconds[st] ?? [:]
             let f = (p[.forward] ?? 0) * 1e3, b = (p[.backward] ?? 0) * 1e3, e = (p[.exchange] ?? 0) * 1e3
             if f + b + e == 0 { continue }
-            lines.append(String(format: "%-12@ %9.1f %10.1f %10.1f", st.name as NSString, f, b, e))
+            lines.append(st.name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %9.1f %10.1f %10.1f", f, b, e))
         }
         let json: [String: Any] = [
             "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,

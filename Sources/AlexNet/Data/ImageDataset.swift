@@ -33,4 +33,12 @@ public struct DataSplits {
     public let heldOutIsTrainingSet: Bool
     public let classes: Int
     public let description: String
+    /// Training images the mean image and colour PCA are computed from (spread evenly over the set).
+    public var statisticsSamples = 20_000
+
+    public init(train: ImageDataset, heldOut: ImageDataset, heldOutIsTrainingSet: Bool, classes: Int, description: String,
+                statisticsSamples: Int = 20_000) {
+        self.train = train; self.heldOut = heldOut; self.heldOutIsTrainingSet = heldOutIsTrainingSet
+        self.classes = classes; self.description = description; self.statisticsSamples = statisticsSamples
+    }
 }

@@ -14,6 +14,7 @@ public struct TrainingSettings: Sendable {
     public var initFrom: String? = nil
     public var save: String? = nil
     public var progressEvery: Double = 2           // seconds between progress lines
+    public var layout: ReplicaLayout = .sequential
     public init() {}
 }
 
@@ -35,30 +36,26 @@ public struct TrainingSummary: Sendable {
 public final class Trainer {
     public let settings: TrainingSettings
     public let data: DataSplits
-    public let model: TwoTowerAlexNet
+    public let replica: Replica
     public let assembler: BatchAssembler
     public var log: (String) -> Void = { print($0); fflush(stdout) }
     let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
 
-    public init(settings: TrainingSettings, data: DataSplits, exchange: TowerExchange = LocalTowerExchange()) throws {
+    /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model).
+    public init(settings: TrainingSettings, data: DataSplits, replica: Replica? = nil) throws {
         guard settings.batch <= data.train.count else {
             throw AlexNetError("--batch \(settings.batch) is larger than the training set (\(data.train.count) images in \(data.train.name)); use --batch \(data.train.count) or less")
         }
         self.settings = settings
         self.data = data
-        model = TwoTowerAlexNet(config: settings.model, maxBatch: settings.batch, exchange: exchange)
-        assembler = BatchAssembler(training: data.train, seed: settings.seed)
+        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.batch, layout: settings.layout)
+        // Weights first: a bad file is reported before the pass over the data.
+        if let path = settings.initFrom { _ = try self.replica.load(path) }
+        assembler = BatchAssembler(training: data.train, seed: settings.seed, sampleLimit: data.statisticsSamples)
         if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
         input = .allocate(capacity: 3 * settings.batch * 227 * 227)
         input.initialize(repeating: 0, count: 3 * settings.batch * 227 * 227)
-        if let path = settings.initFrom {
-            try Checkpoint.load(path, into: model.parameters)
-        } else {
-            switch settings.initialisation {
-            case .paper: model.parameters.initialisePaper(seed: settings.seed)
-            case .he: model.parameters.initialiseHe(seed: settings.seed)
-            }
-        }
+        if settings.initFrom == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
     }
 
     deinit { input.deallocate() }
@@ -80,18 +77,15 @@ public final class Trainer {
     public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> Double {
         let b = settings.batch
         let (epoch, indices) = batchIndices(step: step, cache: &cache)
-        let labels = model.clock.time(.data, .forward) {
+        let labels = replica.clock.time(.data, .forward) {
             assembler.assemble(data.train, indices: indices, epoch: epoch, augment: settings.augment, into: input)
         }
-        try model.forward(input: input, batch: b, training: true, seed: settings.seed, step: step, firstSample: 0)
-        let loss = model.loss(labels: labels, batch: b, normaliser: b) / Double(b)
+        let loss = try replica.computeGradients(input: input, batch: b, labels: labels, normaliser: b,
+                                                seed: settings.seed, step: step, firstSample: 0) / Double(b)
         guard loss.isFinite else {
             throw AlexNetError("the loss became \(loss) at step \(step); lower --lr (now \(settings.learningRate))")
         }
-        try model.backward(input: input, batch: b, training: true)
-        model.clock.time(.update, .backward) {
-            model.parameters.sgdStep(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
-        }
+        try replica.update(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
         return loss
     }
 
@@ -102,7 +96,7 @@ public final class Trainer {
         while done < total {
             let n = min(settings.batch, total - done)
             let labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, into: input)
-            let logits = try model.forward(input: input, batch: n, training: false)
+            let logits = try replica.evaluate(input: input, batch: n)
             for i in 0..<n {
                 let label = Int(labels[i])
                 if SoftmaxCrossEntropy.inTopK(logits: logits, classes: settings.model.classes, batch: n, image: i, label: label, k: 1) { hits1 += 1 }
@@ -145,7 +139,7 @@ public final class Trainer {
 
     public func saveCheckpoint(_ path: String, step: Int) throws {
         let state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
-        try Checkpoint.save(model.parameters, state: state, to: path)
+        try replica.save(path, state: state)
     }
 
     static func clockText(_ seconds: Double) -> String {

@@ -1,0 +1,112 @@
+// One copy of the network as this process holds it: both towers in one thread, both towers in two threads
+// (one BLAS thread each), or the towers of an external exchange (one tower a rank under MPI).
+import Foundation
+
+public enum ReplicaLayout: Sendable {
+    /// Both towers, computed one after the other on this thread (BLAS may use several threads).
+    case sequential
+    /// Tower t on thread t, each with a single-threaded BLAS: the two-core layout.
+    case threadedTowers
+}
+
+public final class Replica {
+    public let config: ModelConfig
+    public let models: [TwoTowerAlexNet]
+    let threadExchanges: [ThreadTowerExchange]
+
+    public init(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout) {
+        self.config = config
+        switch layout {
+        case .sequential:
+            models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: LocalTowerExchange())]
+            threadExchanges = []
+        case .threadedTowers:
+            threadExchanges = ThreadTowerExchange.pair()
+            models = threadExchanges.map { TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: $0) }
+        }
+    }
+
+    /// A replica around an exchange whose partner towers live elsewhere (another rank).
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange) {
+        self.config = config
+        models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange)]
+        threadExchanges = []
+    }
+
+    public var stores: [ParameterStore] { models.map(\.parameters) }
+    /// Timings of the first model (tower 0 when threaded).
+    public var clock: PhaseClock { models[0].clock }
+    public var holdsWholeModel: Bool { Set(models.flatMap { Array($0.towers) }) == Set(0..<ModelConfig.towers) }
+
+    /// Runs body(model) for every model, concurrently when there are two; a failure on one releases the other.
+    func onEveryModel<T>(_ body: @escaping (TwoTowerAlexNet) throws -> T) throws -> T {
+        if models.count == 1 { return try body(models[0]) }
+        var second: Result<T, Error>? = nil
+        let done = DispatchSemaphore(value: 0)
+        let worker = Thread { [models, threadExchanges] in
+            do { second = .success(try body(models[1])) } catch {
+                threadExchanges[1].abandon("\(error)")
+                second = .failure(error)
+            }
+            done.signal()
+        }
+        worker.stackSize = 8 << 20
+        worker.start()
+        let first: Result<T, Error>
+        do { first = .success(try body(models[0])) } catch {
+            threadExchanges[0].abandon("\(error)")
+            first = .failure(error)
+        }
+        done.wait()
+        if case .failure = first { threadExchanges[0].resetAfterFailure() }
+        if case .failure(let e) = second { threadExchanges[1].resetAfterFailure(); if case .success = first { throw e } }
+        return try first.get()
+    }
+
+    /// Forward, loss and backward of one batch; fills every model's gradients and returns the summed loss of the
+    /// `batch` images. `normaliser` is the global batch; `firstSample` the first image's position in it.
+    public func computeGradients(input: UnsafePointer<Float>, batch: Int, labels: [Int32], normaliser: Int,
+                                 seed: UInt64, step: Int, firstSample: Int) throws -> Double {
+        try onEveryModel { m in
+            try m.forward(input: input, batch: batch, training: true, seed: seed, step: step, firstSample: firstSample)
+            let loss = m.loss(labels: labels, batch: batch, normaliser: normaliser)
+            try m.backward(input: input, batch: batch, training: true)
+            return loss
+        }
+    }
+
+    /// The paper's SGD update on every parameter this replica holds.
+    public func update(learningRate: Float, momentum: Float, weightDecay: Float) throws {
+        _ = try onEveryModel { m in
+            m.clock.time(.update, .backward) {
+                m.parameters.sgdStep(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+            }
+        }
+    }
+
+    /// Logits (classes, N) of an evaluation pass (no dropout).
+    public func evaluate(input: UnsafePointer<Float>, batch: Int) throws -> UnsafeMutablePointer<Float> {
+        try onEveryModel { m in try m.forward(input: input, batch: batch, training: false) }
+        return models[0].logits
+    }
+
+    public func initialise(_ scheme: Initialisation, seed: UInt64) {
+        for s in stores {
+            switch scheme {
+            case .paper: s.initialisePaper(seed: seed)
+            case .he: s.initialiseHe(seed: seed)
+            }
+        }
+    }
+
+    public func load(_ path: String, momentum: Bool = false) throws -> TrainingState? {
+        var state: TrainingState? = nil
+        for s in stores { state = try Checkpoint.load(path, into: s, momentum: momentum) }
+        return state
+    }
+
+    /// The whole model's weights, tensor by tensor in checkpoint order (towers put back together).
+    public func save(_ path: String, state: TrainingState) throws {
+        try Checkpoint.save(stores, state: state, to: path)
+    }
+}

@@ -1,0 +1,88 @@
+// The `alexnet-mpi` binary as a user runs it: the PyTorch fixture through `train`, and one-line errors for bad input.
+import AlexNet
+import Foundation
+import XCTest
+
+final class CommandLineTests: XCTestCase {
+    override func setUpWithError() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
+    }
+
+    /// Acceptance: train --data … --init-from … --save … --no-augment --dropout 0 --steps 2 reproduces PyTorch's two updates.
+    func testFixtureThroughTheCommandLine() throws {
+        let out = Paths.temporaryDirectory("cli-fixture") + "/after.safetensors"
+        let r = runProcess(Paths.binary, ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors",
+                                   "--save", out, "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4",
+                                   "--width", "0.125", "--classes", "10", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let mine = try SafetensorsFile(path: out)
+        let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
+        let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
+        for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
+            let w0 = try start.readAll(name).values
+            let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
+            let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
+            XCTAssertLessThan(relativeError(update, reference), 1e-3, name)
+        }
+        XCTAssertTrue(r.out.contains("conv1"), "start-up table missing")
+        XCTAssertTrue(r.out.contains("done:"), "summary missing")
+    }
+
+    /// Each bad input: exit code ≠ 0, one line on stderr naming the problem, no crash trace.
+    func testBadInputGivesOneLineErrors() throws {
+        let dir = Paths.temporaryDirectory("cli-bad")
+        // A float64 dataset, a labels-out-of-range dataset.
+        let n = 2, plane = 3 * 227 * 227
+        let f64 = dir + "/f64"
+        try FileManager.default.createDirectory(atPath: f64, withIntermediateDirectories: true)
+        try [Double](repeating: 0, count: n * plane).withUnsafeBytes {
+            try writeRawNpy(f64 + "/images.npy", descr: "<f8", shape: [n, 3, 227, 227], bytes: $0)
+        }
+        try [Int64](repeating: 0, count: n).withUnsafeBytes { try NpyArray.write(path: f64 + "/labels.npy", dtype: .int64, shape: [n], bytes: $0) }
+        let range = dir + "/range"
+        try FileManager.default.createDirectory(atPath: range, withIntermediateDirectories: true)
+        try [Float](repeating: 0, count: n * plane).withUnsafeBytes {
+            try NpyArray.write(path: range + "/images.npy", dtype: .float32, shape: [n, 3, 227, 227], bytes: $0)
+        }
+        try [Int64](arrayLiteral: 1, 10).withUnsafeBytes { try NpyArray.write(path: range + "/labels.npy", dtype: .int64, shape: [n], bytes: $0) }
+        let unreadable = dir + "/unreadable.safetensors"
+        try Data("not a safetensors file".utf8).write(to: URL(fileURLWithPath: unreadable))
+
+        let tiny = ["--width", "0.125", "--steps", "1", "--threads", "1"]
+        let cases: [([String], [String])] = [
+            (["train", "--data", dir + "/missing"] + tiny, ["missing", "no such directory"]),
+            (["train", "--data", f64] + tiny, ["images.npy", "<f8"]),
+            (["train", "--data", range, "--classes", "10"] + tiny, ["label 10", "out of range"]),
+            (["train", "--data", range, "--batch", "3"] + tiny, ["--batch 3", "larger than the training set"]),
+            (["train", "--init-from", dir + "/nope.safetensors"] + tiny, ["nope.safetensors", "no such file"]),
+            (["train", "--init-from", unreadable] + tiny, ["unreadable.safetensors"]),
+            (["train", "--init-from", Paths.fixture + "/weights.safetensors", "--classes", "12"] + tiny, ["fc8.weight", "shape"]),
+            (["train", "--width", "0"], ["--width", "positive"]),
+            (["train", "--width", "-1"], ["--width"]),
+            (["train", "--batch", "0"], ["--batch"]),
+        ]
+        for (arguments, words) in cases {
+            let r = runProcess(Paths.binary, arguments, timeout: 120)
+            XCTAssertNotEqual(r.status, 0, "\(arguments) should fail")
+            let lines = r.err.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+            let first = lines.first.map(String.init) ?? ""
+            for w in words { XCTAssertTrue(first.contains(w), "\(arguments): '\(first)' does not mention '\(w)'") }
+            XCTAssertFalse(r.err.contains("Stack dump") || r.err.contains("Fatal error") || r.err.contains("Backtrace"),
+                           "\(arguments): crash trace:\n\(r.err)")
+            // Our own errors are one line; ArgumentParser's validation adds its usage text after the first line.
+            if arguments.contains("--data") || arguments.contains("--init-from") {
+                XCTAssertEqual(lines.count, 1, "\(arguments): more than one line:\n\(r.err)")
+            }
+        }
+    }
+
+    func writeRawNpy(_ path: String, descr: String, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (" + shape.map(String.init).joined(separator: ", ") + "), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
+        d.append(header.data(using: .utf8)!)
+        d.append(contentsOf: bytes)
+        try d.write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,33 @@
+// Softmax cross-entropy on (classes, N): loss against the plain formula, gradient against central differences, top-k.
+import AlexNet
+import XCTest
+
+final class SoftmaxCrossEntropyTests: XCTestCase {
+    let classes = 7, batch = 5
+    let labels: [Int32] = [0, 6, 3, 3, 1]
+
+    func loss(_ z: [Float], gradient: UnsafeMutablePointer<Float>? = nil) -> Double {
+        SoftmaxCrossEntropy.forwardBackward(logits: z, classes: classes, batch: batch, labels: labels,
+                                            normaliser: batch, logitsGradient: gradient) / Double(batch)
+    }
+
+    func testLossAndGradient() {
+        let z = randomFloats(classes * batch, seed: 11, scale: 3)
+        XCTAssertEqual(loss(z), Naive.crossEntropy(z, classes: classes, batch: batch, labels: labels), accuracy: 1e-5)
+        GradientCheck(step: 1e-2, threshold: 1e-3).check("softmax cross-entropy", input: z, outputCount: 1,
+                                                         forward: { [Float(self.loss($0))] }) { z, dy in
+            var g = [Float](repeating: 0, count: z.count)
+            g.withUnsafeMutableBufferPointer { _ = self.loss(z, gradient: $0.baseAddress!) }
+            return g.map { $0 * dy[0] }
+        }
+    }
+
+    func testTopK() {
+        // image 0: logits 0..6 increasing with the class, so class 6 is first and class 0 last.
+        let z: [Float] = (0..<classes).map { Float($0) }
+        XCTAssertTrue(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 6, k: 1))
+        XCTAssertFalse(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 5, k: 1))
+        XCTAssertTrue(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 2, k: 5))
+        XCTAssertFalse(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 1, k: 5))
+    }
+}
