@@ -18,11 +18,11 @@ final class ConvolutionTests: XCTestCase {
                                       parts: 2, sharedInput: sharedInput), batch: 3)
     }
 
-    func forward(_ c: Case, _ x: [Float], _ w: [Float], _ b: [Float]) -> [Float] {
+    func forward(_ c: Case, _ x: [Float], _ w: [Float], _ b: [Float], relu: Bool = false) -> [Float] {
         var y = [Float](repeating: 0, count: c.outputCount)
         var col = [Float](repeating: 0, count: c.conv.columnBufferSize(batch: c.batch))
         y.withUnsafeMutableBufferPointer { yp in col.withUnsafeMutableBufferPointer { cp in
-            c.conv.forward(input: x, batch: c.batch, weight: w, bias: b, output: yp.baseAddress!, col: cp.baseAddress!)
+            c.conv.forward(input: x, batch: c.batch, weight: w, bias: b, output: yp.baseAddress!, col: cp.baseAddress!, relu: relu)
         } }
         return y
     }
@@ -75,7 +75,9 @@ final class ConvolutionTests: XCTestCase {
             for (name, c) in cases {
                 let x = randomFloats(c.inputCount, seed: 1), w = randomFloats(c.conv.weightCount, seed: 2)
                 let b = randomFloats(c.conv.outputChannels, seed: 3)
-                XCTAssertLessThan(relativeError(forward(c, x, w, b), naive(c, x, w, b)), 1e-5, name)
+                let reference = naive(c, x, w, b)
+                XCTAssertLessThan(relativeError(forward(c, x, w, b), reference), 1e-5, name)
+                XCTAssertLessThan(relativeError(forward(c, x, w, b, relu: true), reference.map { max($0, 0) }), 1e-5, name + " + ReLU")
             }
         }
     }

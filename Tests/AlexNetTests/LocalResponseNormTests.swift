@@ -55,4 +55,23 @@ final class LocalResponseNormTests: XCTestCase {
             return dx
         }
     }
+
+    /// The fused ReLU mask equals LRN backward followed by ReLU backward.
+    func testBackwardThroughReLUEqualsSeparatePasses() {
+        let x = randomFloats(channels * pixels, seed: 6, scale: 5).map { max($0, 0) }   // a ReLU's output
+        let dy = randomFloats(x.count, seed: 7)
+        let (y, s) = forward(x, lrn)
+        var separate = [Float](repeating: 0, count: x.count), fused = separate
+        for (throughReLU, out) in [(false, 0), (true, 1)] {
+            var dx = [Float](repeating: 0, count: x.count)
+            dx.withUnsafeMutableBufferPointer { dp in
+                lrn.backward(input: x, scale: s, output: y, outputGradient: dy, channels: channels, groupChannels: group,
+                             pixels: pixels, inputGradient: dp.baseAddress!, throughReLU: throughReLU)
+                if !throughReLU { ReLU.backward(output: x, gradient: dp.baseAddress!, count: dp.count) }
+            }
+            if out == 0 { separate = dx } else { fused = dx }
+        }
+        XCTAssertEqual(fused, separate)
+        XCTAssertTrue(fused.contains(0) && fused.contains { $0 != 0 })
+    }
 }

@@ -37,4 +37,20 @@ final class MaxPoolTests: XCTestCase {
             return dx
         }
     }
+
+    /// The fused ReLU mask equals pool backward followed by ReLU backward on the pool's (ReLU-output) input.
+    func testBackwardWithReLUInputEqualsSeparatePasses() {
+        let x = randomFloats(planes * 169, seed: 9).map { max($0, 0) }
+        let idx = forward(x).argmax
+        let dy = randomFloats(planes * 36, seed: 10)
+        var fused = [Float](repeating: 0, count: x.count), separate = fused
+        fused.withUnsafeMutableBufferPointer {
+            pool.backward(outputGradient: dy, argmax: idx, planes: planes, inputGradient: $0.baseAddress!, reluInput: x)
+        }
+        separate.withUnsafeMutableBufferPointer {
+            pool.backward(outputGradient: dy, argmax: idx, planes: planes, inputGradient: $0.baseAddress!)
+            ReLU.backward(output: x, gradient: $0.baseAddress!, count: $0.count)
+        }
+        XCTAssertEqual(fused, separate)
+    }
 }

@@ -4,8 +4,9 @@ import Foundation
 import XCTest
 
 final class TrainingTests: XCTestCase {
-    func settings(steps: Int, seed: UInt64 = 5) -> TrainingSettings {
+    func settings(steps: Int, seed: UInt64 = 5, layout: ReplicaLayout = .sequential) -> TrainingSettings {
         var s = TrainingSettings()
+        s.layout = layout
         s.model = ModelConfig(width: 0.125, classes: 10, dropout: 0.5)
         s.batch = 8
         s.steps = steps
@@ -20,7 +21,7 @@ final class TrainingTests: XCTestCase {
         t.log = { _ in }
         var cache = (epoch: -1, order: [Int]())
         let losses = try (0..<s.steps).map { try t.trainStep($0, cache: &cache) }
-        return (losses, Array(UnsafeBufferPointer(start: t.model.parameters.values, count: t.model.parameters.count)))
+        return (losses, t.replica.wholeModel())
     }
 
     /// Acceptance: same seed and settings → bit-identical weights after N steps (dropout and augmentation on).
@@ -31,6 +32,14 @@ final class TrainingTests: XCTestCase {
         let c = try weights(after: settings(steps: 4, seed: 6))
         XCTAssertFalse(a.weights == c.weights, "another seed should give other weights")
         XCTAssertTrue(a.losses.allSatisfy { $0.isFinite })
+    }
+
+    /// Two towers in two threads (each a single-tower model behind the shared-memory exchange) train the same
+    /// numbers as both towers in one model.
+    func testThreadedTowersMatchOneModel() throws {
+        let one = try weights(after: settings(steps: 4)), two = try weights(after: settings(steps: 4, layout: .threadedTowers))
+        for (a, b) in zip(one.losses, two.losses) { XCTAssertEqual(a, b, accuracy: 1e-5 * abs(a)) }
+        XCTAssertLessThan(relativeError(two.weights, one.weights), 1e-5)
     }
 
     func testCheckpointRoundTripKeepsWeightsAndMomentum() throws {
@@ -44,11 +53,8 @@ final class TrainingTests: XCTestCase {
         let state = try Checkpoint.load(path, into: store, momentum: true)
         XCTAssertEqual(state?.step, 2)
         XCTAssertEqual(state?.model, s.model)
-        let p = t.model.parameters
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: store.values, count: store.count)),
-                       Array(UnsafeBufferPointer(start: p.values, count: p.count)))
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: store.momentum, count: store.count)),
-                       Array(UnsafeBufferPointer(start: p.momentum, count: p.count)))
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: store.values, count: store.count)), t.replica.wholeModel())
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: store.momentum, count: store.count)), t.replica.wholeModel(momentum: true))
         // One tower's store reads exactly its rows of every tensor.
         let tower1 = ParameterStore(config: s.model, towers: 1..<2)
         try Checkpoint.load(path, into: tower1)

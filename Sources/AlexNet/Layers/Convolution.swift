@@ -45,10 +45,10 @@ public struct Convolution: Sendable {
                        channels: inputChannelsPerPart, images: images, geometry: geometry, col: col)
     }
 
-    /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias.
+    /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias, then ReLU if `relu` (one pass).
     public func forward(input: UnsafePointer<Float>, batch: Int,
                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                        output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>) {
+                        output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool = false) {
         let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
         for images in chunks(batch: batch) {
             let columns = images.count * plane
@@ -64,7 +64,7 @@ public struct Convolution: Sendable {
                 }
             }
         }
-        addBias(bias, to: output, rows: outputChannels, rowLength: ldc)
+        addBias(bias, to: output, rows: outputChannels, rowLength: ldc, relu: relu)
     }
 
     /// Weight and bias gradients (overwritten) and, if asked, input gradients (overwritten).
@@ -106,13 +106,17 @@ public struct Convolution: Sendable {
     }
 }
 
-/// y[r, :] += bias[r] over `rows` rows of `rowLength`.
+/// y[r, :] += bias[r] over `rows` rows of `rowLength`, clamped at zero if `relu` (ReLU.forward fused in).
 @inline(__always)
-func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int) {
+func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int, relu: Bool = false) {
     Parallel.forEachChunk(rows) { range in
         for r in range {
             let b = bias[r], row = y + r * rowLength
-            for i in 0..<rowLength { row[i] += b }
+            if relu {
+                for i in 0..<rowLength { row[i] = max(row[i] + b, 0) }
+            } else {
+                for i in 0..<rowLength { row[i] += b }
+            }
         }
     }
 }

@@ -15,11 +15,11 @@ public struct FullyConnected: Sendable {
     public var outputs: Int { partRows.reduce(0, +) }
     public var weightCount: Int { outputs * inputs }
 
-    /// output (outputs, N) = W (outputs, Fin) · input (Fin, N) + bias.
+    /// output (outputs, N) = W (outputs, Fin) · input (Fin, N) + bias, then ReLU if `relu`.
     public func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                        output: UnsafeMutablePointer<Float>) {
+                        output: UnsafeMutablePointer<Float>, relu: Bool = false) {
         Blas.sgemm(m: outputs, n: batch, k: inputs, a: weight, lda: inputs, b: input, ldb: batch, c: output, ldc: batch)
-        addBias(bias, to: output, rows: outputs, rowLength: batch)
+        addBias(bias, to: output, rows: outputs, rowLength: batch, relu: relu)
     }
 
     /// dW = dY · Xᵀ, db = Σ dY (both overwritten); inputGradients[p] (Fin, N) = W_pᵀ · dY_p when asked.

@@ -49,9 +49,10 @@ public struct LocalResponseNorm: Sendable {
     }
 
     /// da[j] = dy[j]·s[j]^−β − 2αβ·a[j]·Σ_{i: |i−j| ≤ n/2} dy[i]·y[i]/s[i]  (input gradient overwritten).
+    /// `throughReLU`: the input a is a ReLU's output, so da is also multiplied by (a > 0) — ReLU.backward fused in.
     public func backward(input a: UnsafePointer<Float>, scale: UnsafePointer<Float>, output y: UnsafePointer<Float>,
                          outputGradient dy: UnsafePointer<Float>, channels: Int, groupChannels: Int, pixels: Int,
-                         inputGradient da: UnsafeMutablePointer<Float>) {
+                         inputGradient da: UnsafeMutablePointer<Float>, throughReLU: Bool = false) {
         let half = size / 2, blocks = (pixels + Self.block - 1) / Self.block
         let factor = 2 * alpha * beta
         Parallel.forEachChunk(blocks * (channels / groupChannels)) { range in
@@ -73,8 +74,15 @@ public struct LocalResponseNorm: Sendable {
                         let r = ratio + i * Self.block
                         for q in 0..<width { g[q] += r[q] }
                     }
-                    for q in 0..<width {
-                        g[q] = dy[o + q] * inversePower(scale[o + q]) - factor * a[o + q] * g[q]
+                    if throughReLU {
+                        for q in 0..<width {
+                            let v = dy[o + q] * inversePower(scale[o + q]) - factor * a[o + q] * g[q]
+                            g[q] = a[o + q] > 0 ? v : 0
+                        }
+                    } else {
+                        for q in 0..<width {
+                            g[q] = dy[o + q] * inversePower(scale[o + q]) - factor * a[o + q] * g[q]
+                        }
                     }
                 }
             }

@@ -35,16 +35,22 @@ public struct MaxPool: Sendable {
         }
     }
 
-    /// inputGradient (overwritten) receives each output gradient at its window's winner.
+    /// inputGradient (overwritten) receives each output gradient at its window's winner. With `reluInput`
+    /// (the pool's input is a ReLU's output) winners that are not positive get nothing: ReLU.backward fused in.
     public func backward(outputGradient: UnsafePointer<Float>, argmax: UnsafePointer<Int32>, planes: Int,
-                         inputGradient: UnsafeMutablePointer<Float>) {
+                         inputGradient: UnsafeMutablePointer<Float>, reluInput: UnsafePointer<Float>? = nil) {
         let inPlane = inputHeight * inputWidth, outPlane = outputHeight * outputWidth
         Parallel.forEachChunk(planes, minimumPerThread: 4) { range in
             for pl in range {
                 let dst = inputGradient + pl * inPlane
                 dst.update(repeating: 0, count: inPlane)
                 let g = outputGradient + pl * outPlane, idx = argmax + pl * outPlane
-                for o in 0..<outPlane { dst[Int(idx[o])] += g[o] }
+                if let a = reluInput {
+                    let x = a + pl * inPlane
+                    for o in 0..<outPlane where x[Int(idx[o])] > 0 { dst[Int(idx[o])] += g[o] }
+                } else {
+                    for o in 0..<outPlane { dst[Int(idx[o])] += g[o] }
+                }
             }
         }
     }

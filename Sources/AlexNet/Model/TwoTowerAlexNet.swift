@@ -143,29 +143,24 @@ public final class TwoTowerAlexNet {
         precondition(N <= maxBatch && N > 0)
         let P = parts
         clock.time(.conv1, .forward) {
-            conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col)
-            ReLU.forward(a1, count: c1 * P * N * 3025)
+            conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col, relu: true)
             lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * 3025, scale: s1, output: l1)
             pool1.forward(input: l1, planes: c1 * P * N, output: p1, argmax: idx1)
         }
         clock.time(.conv2, .forward) {
-            conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col)
-            ReLU.forward(a2, count: c2 * P * N * 729)
+            conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col, relu: true)
             lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * 729, scale: s2, output: l2)
             pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * 169, argmax: idx2)
         }
         try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * 169), at: .conv3Input) }
         clock.time(.conv3, .forward) {
-            conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col)
-            ReLU.forward(a3, count: c3 * P * N * 169)
+            conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col, relu: true)
         }
         clock.time(.conv4, .forward) {
-            conv4.forward(input: a3, batch: N, weight: w("conv4.weight"), bias: w("conv4.bias"), output: a4, col: col)
-            ReLU.forward(a4, count: c4 * P * N * 169)
+            conv4.forward(input: a3, batch: N, weight: w("conv4.weight"), bias: w("conv4.bias"), output: a4, col: col, relu: true)
         }
         clock.time(.conv5, .forward) {
-            conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col)
-            ReLU.forward(a5, count: c5 * P * N * 169)
+            conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col, relu: true)
             pool5.forward(input: a5, planes: c5 * P * N, output: p5, argmax: idx5)
             // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image.
             Self.flatten(p5, channels: c5 * P, batch: N, into: x6 + firstTower * c5 * 36 * N)
@@ -191,8 +186,7 @@ public final class TwoTowerAlexNet {
         clock.time(stage, .forward) {
             let name = stage.name, first = firstTower * rowsPerTower
             let out = output + first * N, count = rowsPerTower * parts * N
-            layer.forward(input: input, batch: N, weight: w(name + ".weight"), bias: w(name + ".bias"), output: out)
-            ReLU.forward(out, count: count)
+            layer.forward(input: input, batch: N, weight: w(name + ".weight"), bias: w(name + ".bias"), output: out, relu: true)
             if training && config.dropout > 0 {
                 Dropout(probability: config.dropout).makeMask(rows: rowsPerTower * parts, batch: N, firstUnit: first,
                                                               firstSample: firstSample, seed: seed, step: step,
@@ -255,8 +249,7 @@ public final class TwoTowerAlexNet {
         }
         clock.time(.conv5, .backward) {
             Self.unflatten(dx6, channels: c5 * P, batch: N, into: dp5)
-            pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5)
-            ReLU.backward(output: a5, gradient: da5, count: c5 * P * N * 169)
+            pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5, reluInput: a5)
             conv5.backward(input: a4, batch: N, weight: w("conv5.weight"), outputGradient: da5,
                            weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
                            inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient)
@@ -279,8 +272,7 @@ public final class TwoTowerAlexNet {
         clock.time(.conv2, .backward) {
             pool2.backward(outputGradient: dp2, argmax: idx2, planes: c2 * P * N, inputGradient: dl2)
             lrn.backward(input: a2, scale: s2, output: l2, outputGradient: dl2, channels: c2 * P, groupChannels: c2,
-                         pixels: N * 729, inputGradient: da2)
-            ReLU.backward(output: a2, gradient: da2, count: c2 * P * N * 729)
+                         pixels: N * 729, inputGradient: da2, throughReLU: true)
             conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: da2,
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
                            inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient)
@@ -288,8 +280,7 @@ public final class TwoTowerAlexNet {
         clock.time(.conv1, .backward) {
             pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: dl1)
             lrn.backward(input: a1, scale: s1, output: l1, outputGradient: dl1, channels: c1 * P, groupChannels: c1,
-                         pixels: N * 3025, inputGradient: da1)
-            ReLU.backward(output: a1, gradient: da1, count: c1 * P * N * 3025)
+                         pixels: N * 3025, inputGradient: da1, throughReLU: true)
             conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: da1,
                            weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
                            inputGradients: nil, col: col, colGradient: colGradient)

@@ -90,6 +90,21 @@ public final class Replica {
         return models[0].logits
     }
 
+    /// Every parameter (or momentum) of the whole model, layer-major in checkpoint order: the same numbers whatever
+    /// the layout, so runs in different layouts can be compared. Needs a replica that holds both towers.
+    public func wholeModel(momentum: Bool = false) -> [Float] {
+        precondition(holdsWholeModel)
+        var out: [Float] = []
+        let sorted = stores.sorted { $0.towers.lowerBound < $1.towers.lowerBound }
+        for index in sorted[0].tensors.indices {
+            for s in sorted {
+                let t = s.tensors[index]
+                out.append(contentsOf: UnsafeBufferPointer(start: (momentum ? s.momentum : s.values) + t.offset, count: t.count))
+            }
+        }
+        return out
+    }
+
     public func initialise(_ scheme: Initialisation, seed: UInt64) {
         for s in stores {
             switch scheme {
