@@ -18,15 +18,28 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // Open MPI through pkg-config ("mpi" is Debian's alias of ompi-c), with a header of static inline wrappers.
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "mpi",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
         .target(
             name: "AlexNet",
             dependencies: ["COpenBLAS"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        // The MPI transport and layouts: the only Swift code that imports MPI.
+        .target(
+            name: "AlexNetMPI",
+            dependencies: ["AlexNet", "CMPI"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "alexnet-mpi",
             dependencies: [
                 "AlexNet",
+                "AlexNetMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,44 +1,100 @@
-// The command line: `alexnet-mpi train` (default) and `alexnet-mpi bench`.
+// The command line: `alexnet-mpi train` (default), `bench` and `export-embedded`, in one process or under mpirun.
 import AlexNet
+import AlexNetMPI
 import ArgumentParser
 import Foundation
 
 @main
-struct AlexNetMPI: ParsableCommand {
+struct AlexNetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alexnet-mpi",
-        abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS.",
+        abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS, in one process or across MPI ranks.",
+        discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process.",
         subcommands: [Train.self, Bench.self, ExportEmbedded.self],
         defaultSubcommand: Train.self)
 
-    /// Errors of ours become one line on stderr and exit code 1; argument errors keep ArgumentParser's usage text.
+    /// Errors of ours become one line on stderr (naming the rank under MPI) and stop every rank;
+    /// argument errors keep ArgumentParser's usage text.
     static func main() {
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch let error as AlexNetError {
-            FileHandle.standardError.write("alexnet-mpi: error: \(error.description)\n".data(using: .utf8)!)
-            Foundation.exit(1)
+            command = try parseAsRoot()
         } catch {
-            exit(withError: error)
+            if Launch.world == nil || Launch.rank == 0 { exit(withError: error) }
+            Launch.finish(code: 1)
+        }
+        do {
+            try command.run()
+            Launch.finish(code: 0)
+        } catch let error as AlexNetError {
+            Launch.fail(error.description)
+        } catch let error as ValidationError {
+            if Launch.rank == 0 { FileHandle.standardError.write("alexnet-mpi: error: \(error.message)\n".data(using: .utf8)!) }
+            Launch.finish(code: 1)
+        } catch let error as RefusedBeforeWork {
+            if Launch.rank == 0 { FileHandle.standardError.write("alexnet-mpi: error: \(error.message)\n".data(using: .utf8)!) }
+            Launch.finish(code: 1)
+        } catch {
+            Launch.fail("\(error)")
         }
     }
 }
 
+/// An error every rank detects the same way before any work: no abort needed, every rank exits.
+struct RefusedBeforeWork: Error { let message: String }
+
+/// The MPI world this process runs in, if it was started by mpirun.
+enum Launch {
+    nonisolated(unsafe) static var world: MPICommunicator? = {
+        guard MPICommunicator.launchedByMPI else { return nil }
+        do { return try MPICommunicator.world() } catch {
+            FileHandle.standardError.write("alexnet-mpi: error: cannot start MPI: \(error)\n".data(using: .utf8)!)
+            exit(1)
+        }
+    }()
+    static var rank: Int { world?.rank ?? 0 }
+    static var size: Int { world?.size ?? 1 }
+
+    /// Prints (every rank that fails prints, naming itself) and stops all ranks within seconds.
+    static func fail(_ message: String) -> Never {
+        let who = size > 1 ? "rank \(rank): " : ""
+        FileHandle.standardError.write("alexnet-mpi: \(who)error: \(message)\n".data(using: .utf8)!)
+        if size > 1 { MPICommunicator.abortAll(code: 1) }
+        if world != nil { MPICommunicator.finalize() }
+        exit(1)
+    }
+
+    static func finish(code: Int32) -> Never {
+        fflush(stdout)
+        if world != nil { MPICommunicator.finalize() }
+        exit(code)
+    }
+
+    /// Prints on rank 0 only.
+    static func say(_ text: String) {
+        if rank == 0 { print(text); fflush(stdout) }
+    }
+}
+
+enum ParallelMode: String, ExpressibleByArgument, CaseIterable {
+    case single, model
+}
+
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads for OpenBLAS and the element-wise loops (default: the cores this process may run on).")
+    @Option(help: ArgumentHelp("Threads a process uses for OpenBLAS and its loops (default: the cores it may run on). Under mpirun with one rank a core, that is 1.",
+                               valueName: "n"))
     var threads: Int?
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
     }
 
-    /// Sets BLAS and loop threads and returns (threads, layout). With two or more threads the towers run on
-    /// their own threads, each with half of them: no BLAS worker then spins against the element-wise loops.
-    func apply() -> (threads: Int, layout: ReplicaLayout) {
+    /// Sets BLAS and loop threads and returns (threads, layout). With two or more threads in a process that holds
+    /// both towers, each tower runs on its own thread with half of them: no BLAS worker spins against the loops.
+    func apply(holdsBothTowers: Bool) -> (threads: Int, layout: ReplicaLayout) {
         let n = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
-        let layout: ReplicaLayout = n >= 2 ? .threadedTowers : .sequential
+        let layout: ReplicaLayout = holdsBothTowers && n >= 2 ? .threadedTowers : .sequential
         let perTower = layout == .threadedTowers ? max(1, n / 2) : n
         Blas.setThreads(perTower)
         Parallel.threads = perTower
@@ -48,9 +104,25 @@ struct ThreadOptions: ParsableArguments {
 
 extension Initialisation: ExpressibleByArgument {}
 
+/// Picks and checks the parallel mode against the world size, before any work.
+func resolveMode(_ requested: ParallelMode?) throws -> ParallelMode {
+    let size = Launch.size
+    let mode = requested ?? (size == 2 ? .model : .single)
+    switch mode {
+    case .single where size != 1:
+        throw RefusedBeforeWork(message: "--mode single runs in one process, but mpirun started \(size) ranks; use --mode model with -np 2, or run without mpirun")
+    case .model where size != 2:
+        throw RefusedBeforeWork(message: "--mode model needs exactly 2 ranks (one a tower): run `mpirun -np 2 alexnet-mpi …`; this job has \(size) rank\(size == 1 ? "" : "s")")
+    default:
+        return mode
+    }
+}
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the network (default: the embedded shapes dataset).")
 
+    @Option(help: "Parallel layout: single (one process, both towers) or model (mpirun -np 2, one tower a rank). Default: model under 2 ranks, else single.")
+    var mode: ParallelMode?
     @Option(help: "NumPy dataset directory (images.npy, labels.npy, optional heldout/); default: the embedded shapes.")
     var data: String?
     @Option(help: "Width multiplier W: channels C(W) = 2·round(C·W/2); 1 is the paper's network.")
@@ -73,15 +145,20 @@ struct Train: ParsableCommand {
     var dropout: Float = 0.5
     @Option(help: "Seed for initialisation, shuffling, augmentation and dropout.")
     var seed: UInt64 = 1
-    @Option(name: .customLong("init"), help: "Initialisation: 'paper' (N(0, 0.01²), biases 1 in conv2/4/5, fc6/7) or 'he' (N(0, 2/fan-in), those biases 0.1).")
+    @Option(name: .customLong("init"), help: "Initialisation: 'paper' (N(0, 0.01²), biases 1 in conv2/4/5, fc6/7; raw pixel inputs) or 'he' (N(0, 2/fan-in), those biases 0.1; pixel inputs scaled to unit variance).")
     var initialisation: Initialisation = .he
-    @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file.")
+    @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (a whole-model file, whatever layout wrote it).")
     var initFrom: String?
-    @Option(help: "Write the trained weights (and momentum) to this safetensors file.")
+    @Option(help: "Write the trained weights (and momentum) to this safetensors file, in the layout of shared/design/model.md.")
     var save: String?
+    @Option(name: .customLong("loss-log"), help: "Write each step's loss (step and value, one a line) to this file.")
+    var lossLog: String?
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
     @OptionGroup var threadOptions: ThreadOptions
+    @Option(name: .customLong("debug-fail-rank"), help: .hidden) var debugFailRank: Int?
+    @Option(name: .customLong("debug-fail-step"), help: .hidden) var debugFailStep: Int = 0
+    @Option(name: .customLong("debug-fail-kind"), help: .hidden) var debugFailKind: String = "error"
 
     func validate() throws {
         guard width > 0, width.isFinite else { throw ValidationError("--width must be positive (got \(width)); 1 is the paper's network") }
@@ -95,8 +172,22 @@ struct Train: ParsableCommand {
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
     }
 
+    /// What every rank must agree on (compared at start-up under MPI).
+    func handshakeFields(_ s: TrainingSettings, _ splits: DataSplits, mode: ParallelMode) -> [(String, String)] {
+        var f: [(String, String)] = [
+            ("--mode", mode.rawValue), ("--data", data ?? "(embedded)"), ("training images", "\(splits.train.count)"),
+            ("--width", "\(width)"), ("--classes", "\(s.model.classes)"), ("--batch", "\(batch)"), ("steps", "\(s.steps)"),
+            ("--lr", "\(lr)"), ("--momentum", "\(momentum)"), ("--weight-decay", "\(weightDecay)"), ("--dropout", "\(dropout)"),
+            ("--seed", "\(seed)"), ("--init", s.initialisation.rawValue), ("--init-from", initFrom ?? "(none)"),
+            ("--no-augment", "\(noAugment)"), ("--save", save ?? "(none)"),
+        ]
+        for (name, shape) in s.model.tensors { f.append((name, shape.map(String.init).joined(separator: "×"))) }
+        return f
+    }
+
     func run() throws {
-        let (threads, layout) = threadOptions.apply()
+        let mode = try resolveMode(mode)
+        let (threads, layout) = threadOptions.apply(holdsBothTowers: mode == .single)
         let splits: DataSplits
         if let directory = data {
             splits = try NumpyDataset.splits(directory: directory, classes: classes)
@@ -111,25 +202,71 @@ struct Train: ParsableCommand {
         s.batch = batch
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
         s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
-        s.initFrom = initFrom; s.save = save
+        s.initFrom = initFrom; s.save = save; s.lossLog = lossLog
         s.layout = layout
+        s.dataThreads = threads
         guard batch <= splits.train.count else {
             throw AlexNetError("--batch \(batch) is larger than the training set (\(splits.train.count) images in \(splits.train.name)); use --batch \(splits.train.count) or less")
         }
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
-        print("alexnet-mpi train: one process, both towers"
-              + (layout == .threadedTowers ? ", one thread each (\(threads) threads)" : ", \(threads) thread\(threads == 1 ? "" : "s")"))
-        print("data: \(splits.description)")
-        print(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers))
-        print(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, augmentation %@",
-                     batch, s.steps, lr, momentum, weightDecay, dropout, seed, noAugment ? "off" : "on"))
-        let trainer = try Trainer(settings: s, data: splits)
-        if let path = initFrom { print("weights from \(path)") }
+        var exchange: MPITowerExchange? = nil
+        let trainer: Trainer
+        switch mode {
+        case .single:
+            Launch.say("alexnet-mpi train: one process, both towers"
+                       + (layout == .threadedTowers ? ", one thread each (\(threads) threads)" : ", \(threads) thread\(threads == 1 ? "" : "s")"))
+            Launch.say("data: \(splits.description)")
+            Launch.say(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers))
+            trainer = try Trainer(settings: s, data: splits)
+        case .model:
+            let world = Launch.world!
+            try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world)
+            Launch.say("alexnet-mpi train: model parallel, 2 ranks, rank t holds tower t, \(threads) thread\(threads == 1 ? "" : "s") a rank")
+            Launch.say("data: \(splits.description)")
+            Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: true, batch: batch))
+            let pair = MPITowerExchange(pair: world)
+            exchange = pair
+            let replica = Replica(config: s.model, maxBatch: batch, exchange: pair)
+            trainer = try Trainer(settings: s, data: splits, replica: replica)
+            trainer.writesFiles = world.rank == 0
+            trainer.log = { if world.rank == 0 { print($0); fflush(stdout) } }
+            trainer.writeCheckpoint = { path, state in
+                try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: world)
+            }
+        }
+        if let failRank = debugFailRank, failRank == Launch.rank {
+            let kind = debugFailKind, at = debugFailStep
+            trainer.beforeStep = { step in
+                guard step == at else { return }
+                switch kind {
+                case "kill": kill(getpid(), SIGKILL)
+                case "exit": Foundation.exit(3)
+                default: throw AlexNetError("injected failure at step \(step) (--debug-fail-rank)")
+                }
+            }
+        }
+        Launch.say(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, init %@, augmentation %@",
+                          batch, s.steps, lr, momentum, weightDecay, dropout, seed, initialisation.rawValue, noAugment ? "off" : "on"))
+        if let path = initFrom { Launch.say("weights from \(path)") }
+        var measured: (floats: Int, waiting: Double, transfer: Double)? = nil
+        exchange?.resetCounters()
+        trainer.trainingFinished = { if let e = exchange { measured = (e.floatsSent, e.waitingSeconds, e.transferSeconds) } }
         let r = try trainer.run()
-        print(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
-                     s.steps, r.seconds, r.imagesPerSecond, r.trainLoss,
-                     splits.heldOutIsTrainingSet ? "training-set" : "held-out", 100 * r.top1, 100 * r.top5))
+        if let m = measured, let world = Launch.world {
+            let predicted = 4 * s.model.exchangeFloatsPerStep(tower: world.rank, batch: batch)
+            let perStep = 4 * m.floats / s.steps
+            let compute = r.seconds - m.waiting - m.transfer
+            let text = String(format: "rank %d: exchange %@ B/step measured, %@ B/step predicted from shapes (%@); time: compute %.1f%%, exchange %.1f%%, waiting for the partner %.1f%%",
+                              world.rank, LayerTable.grouped(perStep), LayerTable.grouped(predicted), perStep == predicted ? "equal" : "DIFFERENT",
+                              100 * compute / r.seconds, 100 * m.transfer / r.seconds, 100 * m.waiting / r.seconds)
+            // Rank 0 prints both ranks' lines.
+            let lines = try world.allGather(bytes: Array(text.utf8)).map { String(decoding: $0, as: UTF8.self) }
+            for line in lines { Launch.say(line) }
+        }
+        Launch.say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
+                          s.steps, r.seconds, r.imagesPerSecond, r.trainLoss,
+                          splits.heldOutIsTrainingSet ? "training-set" : "held-out", 100 * r.top1, 100 * r.top5))
     }
 }
 
@@ -137,6 +274,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time the training step of the paper-size network on synthetic input against OpenBLAS's sgemm rate.")
 
+    @Option(help: "Parallel layout: single or model (under mpirun -np 2). Default: model under 2 ranks, else single.")
+    var mode: ParallelMode?
     @Option(help: "Width multiplier W (1 = the paper).")
     var width: Double = 1
     @Option(help: "Number of classes.")
@@ -156,14 +295,42 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        let mode = try resolveMode(mode)
         var s = BenchmarkSettings()
-        (s.threads, s.layout) = threadOptions.apply()
+        (s.threads, s.layout) = threadOptions.apply(holdsBothTowers: mode == .single)
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
         s.batch = batch; s.steps = steps
         Convolution.columnBudget = im2colBudget
-        print("OpenBLAS: \(Blas.configuration)")
-        let r = try Benchmark.run(s)
-        print(Benchmark.report(r, settings: s))
+        Launch.say("OpenBLAS: \(Blas.configuration)")
+        switch mode {
+        case .single:
+            let r = try Benchmark.run(s)
+            Launch.say(Benchmark.report(r, settings: s))
+        case .model:
+            let world = Launch.world!
+            let exchange = MPITowerExchange(pair: world)
+            let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange)
+            var figures: (Double, Double, Int) = (0, 0, 0)
+            let r = try Benchmark.run(s, replica: replica, afterWarmup: { exchange.resetCounters() }, afterTimed: {
+                figures = (exchange.waitingSeconds, exchange.transferSeconds, exchange.floatsSent)
+            })
+            // The sgemm limit of a 2-rank job: both ranks' sgemm rate (each measured on its own core).
+            let totalGflops = try world.sum(r.sgemmGflops)
+            var whole = r
+            whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
+            whole.sgemmGflops = totalGflops
+            var text = Benchmark.report(whole, settings: s, extra: [
+                "exchange_fraction": (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
+                "exchange_waiting_fraction": figures.0 / (r.stepSeconds * Double(s.steps)),
+                "exchange_bytes_per_step": Double(4 * figures.2 / s.steps),
+                "ranks": 2,
+            ])
+            text = String(format: "model parallel, 2 ranks × %d thread(s); rank 0: exchange %.1f%% of step time (waiting %.1f%%, moving %.1f%%), %@ B sent a step\n",
+                          s.threads, 100 * (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
+                          100 * figures.0 / (r.stepSeconds * Double(s.steps)), 100 * figures.1 / (r.stepSeconds * Double(s.steps)),
+                          LayerTable.grouped(4 * figures.2 / s.steps)) + text
+            Launch.say(text)
+        }
     }
 }
 

@@ -41,7 +41,8 @@ public enum Benchmark {
     }
 
     /// Times `steps` training steps after `warmupSteps` on `replica` (by default one built from the settings' layout).
-    public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil) throws -> BenchmarkResult {
+    public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil,
+                           afterWarmup: () -> Void = {}, afterTimed: () -> Void = {}) throws -> BenchmarkResult {
         // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
         let perTower = Blas.threads
         Blas.setThreads(s.threads)
@@ -61,9 +62,11 @@ public enum Benchmark {
         }
         for k in 0..<s.warmupSteps { try step(k) }
         for m in replica.models { m.clock.reset() }
+        afterWarmup()
         let t0 = PhaseClock.now()
         for k in 0..<s.steps { try step(s.warmupSteps + k) }
         let seconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
+        afterTimed()
         var stages: [Stage: [Phase: Double]] = [:]
         for st in Stage.allCases {
             for ph in Phase.allCases { stages[st, default: [:]][ph] = replica.clock.seconds(st, ph) / Double(s.steps) }
@@ -72,7 +75,7 @@ public enum Benchmark {
                                limitImagesPerSecond: gflops * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
     }
 
-    public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings) -> String {
+    public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings, extra: [String: Any] = [:]) -> String {
         var lines: [String] = []
         lines.append(String(format: "OpenBLAS sgemm (2048³, %d threads): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
                             s.threads, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
@@ -86,12 +89,13 @@ public enum Benchmark {
             if f + b + e == 0 { continue }
             lines.append(st.name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %9.1f %10.1f %10.1f", f, b, e))
         }
-        let json: [String: Any] = [
+        var json: [String: Any] = [
             "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,
             "sgemm_gflops": r.sgemmGflops, "limit_images_per_second": r.limitImagesPerSecond,
             "step_ms": r.stepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "width": s.model.width,
             "classes": s.model.classes,
         ]
+        for (k, v) in extra { json[k] = v }
         let data = try! JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         lines.append(String(data: data, encoding: .utf8)!)
         return lines.joined(separator: "\n")

@@ -14,6 +14,8 @@ public final class BatchAssembler: @unchecked Sendable {
     public private(set) var inputStd: Float = 1
     /// Multiplies the mean-subtracted pixels (1: the paper's raw pixel units; 1/inputStd: unit variance).
     public var inputScale: Float = 1
+    /// Threads that decode and augment a batch (all of the process's, while the towers wait for their input).
+    public var threads = 1
     /// Standard deviation of the PCA noise weights α (the paper: 0.1).
     public var colourNoise: Float = 0.1
 
@@ -101,7 +103,7 @@ public final class BatchAssembler: @unchecked Sendable {
                          into x: UnsafeMutablePointer<Float>) -> [Int32] {
         let N = indices.count, size = ModelConfig.inputSize, plane = size * size
         let channelStride = N * plane
-        Parallel.forEachChunk(N) { range in
+        Parallel.forEachChunk(N, threads: threads) { range in
             var buffer: UnsafeMutablePointer<UInt8>? = nil
             if case .pixels(let h, let w) = storage { buffer = .allocate(capacity: h * w * 3) }
             defer { buffer?.deallocate() }

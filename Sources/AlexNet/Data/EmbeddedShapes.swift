@@ -66,13 +66,15 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
         }
         let noise = 10 + 30 * draw(index, 4)
         let inverse = 1 / scale
+        // Pixel noise: one mixing round a pixel from a per-image key (cheap, and still a pure function of the index).
+        let noiseKey = CounterRandom.bits(seed: seed, .embeddedImage, salt ^ 0xFFFF, UInt64(index))
         for y in 0..<side {
             let v = (Float(y) - cy) * inverse
             for x in 0..<side {
                 let u = (Float(x) - cx) * inverse
                 let fg = Self.inside(k, u, v)
                 let p = out + (y * side + x) * 3
-                let bits = CounterRandom.bits(seed: seed, .embeddedImage, salt ^ 0xFFFF, UInt64(index), UInt64(y * side + x))
+                let bits = CounterRandom.mix(noiseKey &+ UInt64(y * side + x))
                 for c in 0..<3 {
                     let jitter = (Float((bits >> (UInt64(c) * 16)) & 0xFFFF) / 65535 - 0.5) * 2 * noise
                     let value = (fg ? foreground[c] : background[c]) + jitter

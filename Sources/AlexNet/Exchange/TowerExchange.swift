@@ -33,6 +33,13 @@ public protocol TowerExchange: AnyObject {
     /// On return `destination` holds, for each local tower t in order, Σ over all towers of their partial's slice t.
     func reduceScatter(partials: [UnsafeMutablePointer<Float>], offsets: [Int],
                        into destination: UnsafeMutablePointer<Float>, at point: ExchangePoint) throws
+
+    /// Told before each training step's forward pass (an MPI exchange puts the step in its message tags).
+    func beginStep(_ step: Int)
+}
+
+public extension TowerExchange {
+    func beginStep(_ step: Int) {}
 }
 
 /// Both towers in this process: the gather has nothing to move, the reduce-scatter is an add and a copy.

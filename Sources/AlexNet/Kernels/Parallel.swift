@@ -8,7 +8,8 @@ public enum Parallel {
     /// Runs body(range) over contiguous pieces of 0..<count, on up to `threads` threads.
     /// Small loops (fewer than `minimumPerThread` items a thread) run inline.
     @inline(__always)
-    public static func forEachChunk(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
+    public static func forEachChunk(_ count: Int, minimumPerThread: Int = 1, threads: Int = Parallel.threads,
+                                    _ body: (Range<Int>) -> Void) {
         let pieces = min(threads, max(1, count / max(1, minimumPerThread)))
         if pieces <= 1 {
             if count > 0 { body(0..<count) }

@@ -1,11 +1,20 @@
 // The start-up table: every layer's output shape, parameter count and how the towers split it.
 
 public enum LayerTable {
-    public static func render(_ c: ModelConfig, localTowers: Range<Int>) -> String {
+    /// `ranks`: model parallelism, where rank t owns tower t; then each layer says its owners and the bytes its
+    /// input exchange moves a step (each rank sends, forward + backward), predicted from the shapes for `batch`.
+    public static func render(_ c: ModelConfig, localTowers: Range<Int>, ranks: Bool = false, batch: Int = 0) -> String {
         let t = ModelConfig.towers
         func who(_ channels: Int) -> String {
-            localTowers.count == t ? "both towers (\(channels / t) + \(channels - channels / t))"
+            let a = ModelConfig.towerStart(1, of: channels), b = channels - a
+            if ranks { return "rank 0: \(a), rank 1: \(b)" }
+            return localTowers.count == t ? "both towers (\(a) + \(b))"
                 : "tower \(localTowers.lowerBound) (\(ModelConfig.towerStart(localTowers.lowerBound + 1, of: channels) - ModelConfig.towerStart(localTowers.lowerBound, of: channels)) of \(channels))"
+        }
+        func moved(_ points: [ExchangePoint]) -> String {
+            guard ranks else { return "" }
+            let bytes = points.reduce(0) { $0 + 4 * c.exchangeFloats(at: $1, tower: 0, batch: batch) }
+            return "; exchange \(grouped(bytes)) B/step"
         }
         func params(_ name: String) -> Int {
             c.tensors.filter { $0.name.hasPrefix(name + ".") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
@@ -14,14 +23,14 @@ public enum LayerTable {
             ("input", "3×227×227", "", "", "mean image subtracted"),
             ("conv1", "\(c.conv1)×55×55", "11/4/0", who(c.conv1), "ReLU, LRN, pool → \(c.conv1)×27×27"),
             ("conv2", "\(c.conv2)×27×27", "5/1/2", who(c.conv2), "ReLU, LRN, pool → \(c.conv2)×13×13"),
-            ("conv3", "\(c.conv3)×13×13", "3/1/1", who(c.conv3), "ReLU; input exchanged"),
+            ("conv3", "\(c.conv3)×13×13", "3/1/1", who(c.conv3), "ReLU; input exchanged" + moved([.conv3Input, .conv3InputGradient])),
             ("conv4", "\(c.conv4)×13×13", "3/1/1", who(c.conv4), "ReLU"),
             ("conv5", "\(c.conv5)×13×13", "3/1/1", who(c.conv5), "ReLU, pool → \(c.conv5)×6×6"),
-            ("fc6", "\(c.fc6)", "", who(c.fc6), "ReLU, dropout \(c.dropout); input exchanged"),
-            ("fc7", "\(c.fc7)", "", who(c.fc7), "ReLU, dropout \(c.dropout); input exchanged"),
-            ("fc8", "\(c.classes)", "", who(c.classes), "softmax; input and logits exchanged"),
+            ("fc6", "\(c.fc6)", "", who(c.fc6), "ReLU, dropout \(c.dropout); input exchanged" + moved([.fc6Input, .fc6InputGradient])),
+            ("fc7", "\(c.fc7)", "", who(c.fc7), "ReLU, dropout \(c.dropout); input exchanged" + moved([.fc7Input, .fc7InputGradient])),
+            ("fc8", "\(c.classes)", "", who(c.classes), "softmax; input and logits exchanged" + moved([.fc8Input, .fc8InputGradient, .logits])),
         ]
-        var lines = [pad("layer", 6) + pad("output", 12) + pad("k/s/p", 8) + pad("params", 12) + pad("held by", 28) + "then"]
+        var lines = [pad("layer", 6) + pad("output", 12) + pad("k/s/p", 8) + pad("params", 12) + pad(ranks ? "channels held by" : "held by", 28) + "then"]
         var total = 0
         for r in rows {
             let p = r.0 == "input" ? 0 : params(r.0)
@@ -30,6 +39,9 @@ public enum LayerTable {
         }
         lines.append("parameters: \(grouped(total)) (\(grouped(total * 4)) bytes);  "
                      + String(format: "%.2f GFLOP per training image", c.trainingFlopsPerImage / 1e9))
+        if ranks {
+            lines.append("predicted exchange per training step of \(batch): rank 0 sends \(grouped(4 * c.exchangeFloatsPerStep(tower: 0, batch: batch))) B, rank 1 sends \(grouped(4 * c.exchangeFloatsPerStep(tower: 1, batch: batch))) B")
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -50,6 +50,24 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     /// Biases the paper initialises to 1 (the others start at 0).
     public static let biasesSetToOne: Set<String> = ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]
 
+    /// Floats tower t sends its partner at one exchange point of a training step of N images (model parallelism):
+    /// its own slice forward, the partner's slice of its input-gradient partial backward.
+    public func exchangeFloats(at point: ExchangePoint, tower t: Int, batch N: Int) -> Int {
+        func classesOf(_ tower: Int) -> Int { Self.towerStart(tower + 1, of: classes) - Self.towerStart(tower, of: classes) }
+        switch point {
+        case .conv3Input, .conv3InputGradient: return conv2 / 2 * 169 * N
+        case .fc6Input, .fc6InputGradient: return conv5 / 2 * 36 * N
+        case .fc7Input, .fc7InputGradient: return fc6 / 2 * N
+        case .fc8Input, .fc8InputGradient: return fc7 / 2 * N
+        case .logits: return classesOf(t) * N
+        }
+    }
+
+    /// Floats tower t sends in one training step of N images.
+    public func exchangeFloatsPerStep(tower t: Int, batch N: Int) -> Int {
+        ExchangePoint.allCases.reduce(0) { $0 + exchangeFloats(at: $1, tower: t, batch: N) }
+    }
+
     /// Multiply–adds ×2 of one image's forward pass.
     public var forwardFlopsPerImage: Double {
         func conv(_ m: Int, _ k: Int, _ plane: Int) -> Double { 2 * Double(m) * Double(k) * Double(plane) }

@@ -8,7 +8,7 @@ public enum RandomStream: UInt64, Sendable {
 
 public enum CounterRandom {
     @inline(__always)
-    static func mix(_ x: UInt64) -> UInt64 {   // splitmix64's finaliser
+    public static func mix(_ x: UInt64) -> UInt64 {   // splitmix64's finaliser
         var z = x &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB

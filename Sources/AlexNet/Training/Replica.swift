@@ -68,6 +68,7 @@ public final class Replica {
     public func computeGradients(input: UnsafePointer<Float>, batch: Int, labels: [Int32], normaliser: Int,
                                  seed: UInt64, step: Int, firstSample: Int) throws -> Double {
         try onEveryModel { m in
+            m.exchange.beginStep(step)
             try m.forward(input: input, batch: batch, training: true, seed: seed, step: step, firstSample: firstSample)
             let loss = m.loss(labels: labels, batch: batch, normaliser: normaliser)
             try m.backward(input: input, batch: batch, training: true)

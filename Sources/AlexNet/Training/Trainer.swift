@@ -15,6 +15,8 @@ public struct TrainingSettings: Sendable {
     public var save: String? = nil
     public var progressEvery: Double = 2           // seconds between progress lines
     public var layout: ReplicaLayout = .sequential
+    public var dataThreads = 1                      // threads that assemble batches
+    public var lossLog: String? = nil               // file that receives each step's loss, one a line
     public init() {}
 }
 
@@ -39,6 +41,15 @@ public final class Trainer {
     public let replica: Replica
     public let assembler: BatchAssembler
     public var log: (String) -> Void = { print($0); fflush(stdout) }
+    /// Writes the whole model; the default asks the replica (which must hold both towers). Model parallelism
+    /// replaces it with a gather to rank 0.
+    public var writeCheckpoint: ((String, TrainingState) throws -> Void)? = nil
+    /// Called once after the last training step, before saving and evaluation (e.g. to read exchange counters).
+    public var trainingFinished: (() -> Void)? = nil
+    /// Whether this process writes files (rank 0 does; its partner only helps).
+    public var writesFiles = true
+    /// Called before each step with the step number (failure injection in tests).
+    public var beforeStep: ((Int) throws -> Void)? = nil
     let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
 
     /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model).
@@ -53,6 +64,7 @@ public final class Trainer {
         if let path = settings.initFrom { _ = try self.replica.load(path) }
         assembler = BatchAssembler(training: data.train, seed: settings.seed, sampleLimit: data.statisticsSamples)
         if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
+        assembler.threads = settings.dataThreads
         input = .allocate(capacity: 3 * settings.batch * 227 * 227)
         input.initialize(repeating: 0, count: 3 * settings.batch * 227 * 227)
         if settings.initFrom == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
@@ -112,9 +124,19 @@ public final class Trainer {
         var cache = (epoch: -1, order: [Int]())
         let start = PhaseClock.now()
         var lastPrint = start
+        var lossFile: FileHandle? = nil
+        if let path = settings.lossLog, writesFiles {
+            guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+                throw AlexNetError("--loss-log \(path): cannot create the file")
+            }
+            lossFile = h
+        }
+        defer { try? lossFile?.close() }
         for step in 0..<settings.steps {
+            try beforeStep?(step)
             let loss = try trainStep(step, cache: &cache)
             summary.losses.append(loss)
+            lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
             let now = PhaseClock.now()
             let elapsed = Double(now - start) * 1e-9
             if step == settings.steps - 1 || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
@@ -126,12 +148,18 @@ public final class Trainer {
             }
         }
         summary.seconds = Double(PhaseClock.now() - start) * 1e-9
+        let c = replica.clock, n = Double(settings.steps)
+        let data = c.seconds(.data, .forward), update = c.seconds(.update, .backward)
+        log(String(format: "time per step: data %.1f ms, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
+                   1e3 * data / n, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
+                   1e3 * c.total(.exchange) / n, 1e3 * update / n))
         summary.imagesPerSecond = Double(settings.steps * settings.batch) / max(summary.seconds, 1e-9)
+        trainingFinished?()
         let tail = summary.losses.suffix(max(1, min(20, summary.losses.count)))
         summary.trainLoss = tail.reduce(0, +) / Double(max(1, tail.count))
         if let path = settings.save {
             try saveCheckpoint(path, step: settings.steps)
-            log("saved \(path)")
+            if writesFiles { log("saved \(path)") }
         }
         (summary.top1, summary.top5) = try evaluate()
         return summary
@@ -139,7 +167,7 @@ public final class Trainer {
 
     public func saveCheckpoint(_ path: String, step: Int) throws {
         let state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
-        try replica.save(path, state: state)
+        if let write = writeCheckpoint { try write(path, state) } else { try replica.save(path, state: state) }
     }
 
     static func clockText(_ seconds: Double) -> String {

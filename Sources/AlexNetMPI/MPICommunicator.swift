@@ -1,0 +1,105 @@
+// A Swift face of an MPI communicator: every MPI return code is checked here, in one place, and turned into
+// an AlexNetError carrying MPI_Error_string. Nothing outside this folder imports MPI.
+import AlexNet
+import CMPI
+import Foundation
+
+public final class MPICommunicator: @unchecked Sendable {
+    public let handle: MPI_Comm
+    public let rank: Int
+    public let size: Int
+
+    /// Whether this process was started by an MPI launcher (mpirun / srun), so MPI must be initialised.
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil
+    }
+
+    /// MPI_Init and the world communicator, with errors returned (not fatal) so that they can be reported.
+    public static func world() throws -> MPICommunicator {
+        var initialised: Int32 = 0
+        try check(MPI_Initialized(&initialised), "MPI_Initialized")
+        if initialised == 0 { try check(MPI_Init(nil, nil), "MPI_Init") }
+        try check(MPI_Comm_set_errhandler(shim_comm_world(), shim_errors_return()), "MPI_Comm_set_errhandler")
+        return try MPICommunicator(shim_comm_world())
+    }
+
+    init(_ handle: MPI_Comm) throws {
+        self.handle = handle
+        var r: Int32 = 0, s: Int32 = 0
+        try Self.check(MPI_Comm_rank(handle, &r), "MPI_Comm_rank")
+        try Self.check(MPI_Comm_size(handle, &s), "MPI_Comm_size")
+        rank = Int(r); size = Int(s)
+    }
+
+    static func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+        guard code != shim_success() else { return }
+        var text = [CChar](repeating: 0, count: Int(shim_max_error_string()) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &text, &length)
+        throw AlexNetError("\(call()) failed: \(String(cString: text))")
+    }
+
+    /// Splits into sub-communicators by colour, ranked by key.
+    public func split(color: Int, key: Int) throws -> MPICommunicator {
+        var out: MPI_Comm? = nil
+        try Self.check(MPI_Comm_split(handle, Int32(color), Int32(key), &out), "MPI_Comm_split")
+        try Self.check(MPI_Comm_set_errhandler(out, shim_errors_return()), "MPI_Comm_set_errhandler")
+        return try MPICommunicator(out!)
+    }
+
+    /// Sends `sendCount` floats to `peer` and receives `receiveCount` floats from it (one MPI_Sendrecv).
+    public func exchange(send: UnsafePointer<Float>, sendCount: Int, receive: UnsafeMutablePointer<Float>, receiveCount: Int,
+                         peer: Int, tag: Int) throws {
+        try Self.check(MPI_Sendrecv(send, Int32(sendCount), shim_float(), Int32(peer), Int32(tag),
+                                    receive, Int32(receiveCount), shim_float(), Int32(peer), Int32(tag),
+                                    handle, shim_status_ignore()),
+                       "MPI_Sendrecv of \(sendCount) floats with rank \(peer) (tag \(tag))")
+    }
+
+    public func send(_ data: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws {
+        try Self.check(MPI_Send(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle), "MPI_Send to rank \(peer)")
+    }
+
+    public func receive(_ data: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws {
+        try Self.check(MPI_Recv(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle, shim_status_ignore()),
+                       "MPI_Recv from rank \(peer)")
+    }
+
+    /// Every rank's bytes, concatenated in rank order (MPI_Allgather of the lengths, then MPI_Allgatherv).
+    public func allGather(bytes: [UInt8]) throws -> [[UInt8]] {
+        var length = Int32(bytes.count)
+        var lengths = [Int32](repeating: 0, count: size)
+        try Self.check(MPI_Allgather(&length, 1, shim_int(), &lengths, 1, shim_int(), handle), "MPI_Allgather")
+        var offsets = [Int32](repeating: 0, count: size)
+        for i in 1..<max(1, size) { offsets[i] = offsets[i - 1] + lengths[i - 1] }
+        var all = [UInt8](repeating: 0, count: Int(lengths.reduce(0, +)))
+        var mine = bytes
+        try Self.check(MPI_Allgatherv(&mine, length, shim_char(), &all, lengths, offsets, shim_char(), handle), "MPI_Allgatherv")
+        return (0..<size).map { Array(all[Int(offsets[$0])..<Int(offsets[$0] + lengths[$0])]) }
+    }
+
+    /// Sum of a Double over the ranks.
+    public func sum(_ value: Double) throws -> Double {
+        var v = value, out = 0.0
+        try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_sum(), handle), "MPI_Allreduce")
+        return out
+    }
+
+    /// Largest of a Double over the ranks.
+    public func maximum(_ value: Double) throws -> Double {
+        var v = value, out = 0.0
+        try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_max(), handle), "MPI_Allreduce")
+        return out
+    }
+
+    public func barrier() throws { try Self.check(MPI_Barrier(handle), "MPI_Barrier") }
+
+    /// Ends every rank of the job (after the caller has printed why).
+    public static func abortAll(code: Int32 = 1) -> Never {
+        MPI_Abort(shim_comm_world(), code)
+        exit(code)
+    }
+
+    public static func finalize() { MPI_Finalize() }
+}

@@ -1,0 +1,21 @@
+// What Swift cannot import from mpi.h by itself: the predefined handles (macros over global objects in Open MPI)
+// and MPI_STATUS(ES)_IGNORE, as static inline functions.
+#include <mpi.h>
+
+static inline MPI_Comm shim_comm_world(void) { return MPI_COMM_WORLD; }
+static inline MPI_Comm shim_comm_null(void) { return MPI_COMM_NULL; }
+static inline MPI_Datatype shim_float(void) { return MPI_FLOAT; }
+static inline MPI_Datatype shim_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype shim_uint64(void) { return MPI_UINT64_T; }
+static inline MPI_Datatype shim_char(void) { return MPI_CHAR; }
+static inline MPI_Datatype shim_int(void) { return MPI_INT; }
+static inline MPI_Op shim_sum(void) { return MPI_SUM; }
+static inline MPI_Op shim_max(void) { return MPI_MAX; }
+static inline MPI_Op shim_min(void) { return MPI_MIN; }
+static inline MPI_Errhandler shim_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline MPI_Status *shim_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Status *shim_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
+static inline MPI_Request shim_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int shim_success(void) { return MPI_SUCCESS; }
+static inline int shim_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
+static inline int shim_any_source(void) { return MPI_ANY_SOURCE; }
