@@ -132,7 +132,7 @@ struct Train: ParsableCommand {
     @Option(help: "Images per step (the global batch).")
     var batch: Int = 64
     @Option(help: "Training steps (batches); ignored if --epochs is given.")
-    var steps: Int = 300
+    var steps: Int = 500
     @Option(help: "Passes over the training set (overrides --steps).")
     var epochs: Int?
     @Option(help: "Learning rate ε.")
@@ -221,7 +221,9 @@ struct Train: ParsableCommand {
             trainer = try Trainer(settings: s, data: splits)
         case .model:
             let world = Launch.world!
-            try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world)
+            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
+                throw RefusedBeforeWork(message: e.description)   // every rank sees the same difference: all exit
+            }
             Launch.say("alexnet-mpi train: model parallel, 2 ranks, rank t holds tower t, \(threads) thread\(threads == 1 ? "" : "s") a rank")
             Launch.say("data: \(splits.description)")
             Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: true, batch: batch))
@@ -308,6 +310,7 @@ struct Bench: ParsableCommand {
             Launch.say(Benchmark.report(r, settings: s))
         case .model:
             let world = Launch.world!
+            s.ranks = 2
             let exchange = MPITowerExchange(pair: world)
             let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange)
             var figures: (Double, Double, Int) = (0, 0, 0)
@@ -323,10 +326,9 @@ struct Bench: ParsableCommand {
                 "exchange_fraction": (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
                 "exchange_waiting_fraction": figures.0 / (r.stepSeconds * Double(s.steps)),
                 "exchange_bytes_per_step": Double(4 * figures.2 / s.steps),
-                "ranks": 2,
             ])
-            text = String(format: "model parallel, 2 ranks × %d thread(s); rank 0: exchange %.1f%% of step time (waiting %.1f%%, moving %.1f%%), %@ B sent a step\n",
-                          s.threads, 100 * (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
+            text = String(format: "model parallel, %@; rank 0: exchange %.1f%% of step time (waiting %.1f%%, moving %.1f%%), %@ B sent a step\n",
+                          s.workers, 100 * (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
                           100 * figures.0 / (r.stepSeconds * Double(s.steps)), 100 * figures.1 / (r.stepSeconds * Double(s.steps)),
                           LayerTable.grouped(4 * figures.2 / s.steps)) + text
             Launch.say(text)

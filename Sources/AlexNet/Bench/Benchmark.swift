@@ -9,7 +9,14 @@ public struct BenchmarkSettings: Sendable {
     public var warmupSteps = 1
     public var threads = 2
     public var layout: ReplicaLayout = .threadedTowers
+    public var ranks = 1                            // processes in the run (model parallelism: 2)
     public init() {}
+
+    /// "2 threads", or "2 ranks × 1 thread".
+    public var workers: String {
+        let t = "\(threads) thread\(threads == 1 ? "" : "s")"
+        return ranks == 1 ? t : "\(ranks) ranks × \(t)"
+    }
 }
 
 public struct BenchmarkResult: Sendable {
@@ -77,11 +84,11 @@ public enum Benchmark {
 
     public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings, extra: [String: Any] = [:]) -> String {
         var lines: [String] = []
-        lines.append(String(format: "OpenBLAS sgemm (2048³, %d threads): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
-                            s.threads, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
-        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %d threads): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
-                            s.model.width, s.model.classes, s.batch, s.threads, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
-        lines.append("ms per step (\(s.layout == .threadedTowers ? "tower 0's thread" : "both towers")):")
+        lines.append(String(format: "OpenBLAS sgemm (2048³, %@): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
+                            s.workers, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
+        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
+                            s.model.width, s.model.classes, s.batch, s.workers, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
+        lines.append("ms per step (" + (s.ranks > 1 ? "rank 0, tower 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
         lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
             let p = r.stageSeconds[st] ?? [:]
@@ -92,7 +99,7 @@ public enum Benchmark {
         var json: [String: Any] = [
             "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,
             "sgemm_gflops": r.sgemmGflops, "limit_images_per_second": r.limitImagesPerSecond,
-            "step_ms": r.stepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "width": s.model.width,
+            "step_ms": r.stepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
             "classes": s.model.classes,
         ]
         for (k, v) in extra { json[k] = v }

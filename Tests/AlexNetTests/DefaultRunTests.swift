@@ -1,0 +1,19 @@
+// Acceptance: the default run (`alexnet-mpi` with no options: the embedded shapes, trained from scratch at a small
+// width) reaches held-out accuracy far above chance (10 classes: chance is 10%).
+import Foundation
+import XCTest
+
+final class DefaultRunTests: XCTestCase {
+    func testDefaultRunLearnsTheEmbeddedShapes() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
+        let r = runProcess(Paths.binary, [], timeout: 900)
+        XCTAssertEqual(r.status, 0, r.err)
+        guard let line = r.out.split(separator: "\n").first(where: { $0.hasPrefix("done:") }),
+              let range = line.range(of: "held-out top-1 "),
+              let top1 = Double(line[range.upperBound...].prefix { $0 != "%" }) else {
+            return XCTFail("no summary line in:\n\(r.out)")
+        }
+        print(line)
+        XCTAssertGreaterThanOrEqual(top1, 80, "held-out top-1 \(top1)% after the default run")
+    }
+}
