@@ -93,6 +93,36 @@ public final class MPICommunicator: @unchecked Sendable {
         return out
     }
 
+    /// Starts an in-place sum of `count` floats over the ranks (MPI_Iallreduce); finish it with `waitAll`.
+    public func startSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws -> MPI_Request? {
+        var request: MPI_Request? = nil
+        try Self.check(MPI_Iallreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle, &request),
+                       "MPI_Iallreduce of \(count) floats")
+        return request
+    }
+
+    /// In-place blocking sum of `count` floats over the ranks.
+    public func sum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
+        try Self.check(MPI_Allreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle),
+                       "MPI_Allreduce of \(count) floats")
+    }
+
+    /// Lets outstanding nonblocking operations progress; returns whether all are complete.
+    public func test(_ requests: inout [MPI_Request?]) throws -> Bool {
+        var flag: Int32 = 0
+        try Self.check(MPI_Testall(Int32(requests.count), &requests, &flag, shim_statuses_ignore()), "MPI_Testall")
+        return flag != 0
+    }
+
+    public func waitAll(_ requests: inout [MPI_Request?]) throws {
+        try Self.check(MPI_Waitall(Int32(requests.count), &requests, shim_statuses_ignore()), "MPI_Waitall")
+    }
+
+    /// Rank `root`'s `count` floats to every rank.
+    public func broadcast(_ data: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
+        try Self.check(MPI_Bcast(data, Int32(count), shim_float(), Int32(root), handle), "MPI_Bcast of \(count) floats")
+    }
+
     public func barrier() throws { try Self.check(MPI_Barrier(handle), "MPI_Barrier") }
 
     /// Ends every rank of the job (after the caller has printed why).

@@ -16,6 +16,7 @@ static inline MPI_Errhandler shim_errors_return(void) { return MPI_ERRORS_RETURN
 static inline MPI_Status *shim_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Status *shim_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline MPI_Request shim_request_null(void) { return MPI_REQUEST_NULL; }
+static inline void *shim_in_place(void) { return MPI_IN_PLACE; }
 static inline int shim_success(void) { return MPI_SUCCESS; }
 static inline int shim_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int shim_any_source(void) { return MPI_ANY_SOURCE; }

@@ -77,7 +77,7 @@ enum Launch {
 }
 
 enum ParallelMode: String, ExpressibleByArgument, CaseIterable {
-    case single, model
+    case single, model, data, hybrid
 }
 
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
@@ -113,6 +113,10 @@ func resolveMode(_ requested: ParallelMode?) throws -> ParallelMode {
         throw RefusedBeforeWork(message: "--mode single runs in one process, but mpirun started \(size) ranks; use --mode model with -np 2, or run without mpirun")
     case .model where size != 2:
         throw RefusedBeforeWork(message: "--mode model needs exactly 2 ranks (one a tower): run `mpirun -np 2 alexnet-mpi …`; this job has \(size) rank\(size == 1 ? "" : "s")")
+    case .hybrid where size % 2 != 0:
+        throw RefusedBeforeWork(message: "--mode hybrid needs an even number of ranks (pairs of towers: -np 2, 4, 6, …); this job has \(size)")
+    case .data where Launch.world == nil, .hybrid where Launch.world == nil:
+        throw RefusedBeforeWork(message: "--mode \(mode.rawValue) runs under mpirun (e.g. `mpirun -np 2 alexnet-mpi train --mode \(mode.rawValue)`)")
     default:
         return mode
     }
@@ -121,8 +125,12 @@ func resolveMode(_ requested: ParallelMode?) throws -> ParallelMode {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the network (default: the embedded shapes dataset).")
 
-    @Option(help: "Parallel layout: single (one process, both towers) or model (mpirun -np 2, one tower a rank). Default: model under 2 ranks, else single.")
+    @Option(help: "Parallel layout: single (one process, both towers), model (mpirun -np 2, one tower a rank), data (any number of ranks, each the whole model and a share of every batch), hybrid (2·R ranks: R data-parallel replicas of a model-parallel pair). Default: model under 2 ranks, else single.")
     var mode: ParallelMode?
+    @Option(help: "Continue from a checkpoint written by --save (weights, momentum, step), up to --steps in all.")
+    var resume: String?
+    @Option(name: .customLong("check-weights-every"), help: "Data parallelism: compare the replicas' weight checksums every N steps (0: never).")
+    var checkWeightsEvery: Int = 50
     @Option(help: "NumPy dataset directory (images.npy, labels.npy, optional heldout/); default: the embedded shapes.")
     var data: String?
     @Option(help: "Width multiplier W: channels C(W) = 2·round(C·W/2); 1 is the paper's network.")
@@ -159,6 +167,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-fail-rank"), help: .hidden) var debugFailRank: Int?
     @Option(name: .customLong("debug-fail-step"), help: .hidden) var debugFailStep: Int = 0
     @Option(name: .customLong("debug-fail-kind"), help: .hidden) var debugFailKind: String = "error"
+    @Option(name: .customLong("debug-perturb-rank"), help: .hidden) var debugPerturbRank: Int?
+    @Option(name: .customLong("debug-perturb-step"), help: .hidden) var debugPerturbStep: Int = 0
 
     func validate() throws {
         guard width > 0, width.isFinite else { throw ValidationError("--width must be positive (got \(width)); 1 is the paper's network") }
@@ -170,6 +180,8 @@ struct Train: ParsableCommand {
         guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be in [0, 1) (got \(momentum))") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
+        guard checkWeightsEvery >= 0 else { throw ValidationError("--check-weights-every must not be negative") }
+        if resume != nil && initFrom != nil { throw ValidationError("give --resume or --init-from, not both") }
     }
 
     /// What every rank must agree on (compared at start-up under MPI).
@@ -179,7 +191,8 @@ struct Train: ParsableCommand {
             ("--width", "\(width)"), ("--classes", "\(s.model.classes)"), ("--batch", "\(batch)"), ("steps", "\(s.steps)"),
             ("--lr", "\(lr)"), ("--momentum", "\(momentum)"), ("--weight-decay", "\(weightDecay)"), ("--dropout", "\(dropout)"),
             ("--seed", "\(seed)"), ("--init", s.initialisation.rawValue), ("--init-from", initFrom ?? "(none)"),
-            ("--no-augment", "\(noAugment)"), ("--save", save ?? "(none)"),
+            ("--no-augment", "\(noAugment)"), ("--save", save ?? "(none)"), ("--resume", resume ?? "(none)"),
+            ("--check-weights-every", "\(checkWeightsEvery)"),
         ]
         for (name, shape) in s.model.tensors { f.append((name, shape.map(String.init).joined(separator: "×"))) }
         return f
@@ -187,7 +200,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let mode = try resolveMode(mode)
-        let (threads, layout) = threadOptions.apply(holdsBothTowers: mode == .single)
+        let (threads, layout) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
         let splits: DataSplits
         if let directory = data {
             splits = try NumpyDataset.splits(directory: directory, classes: classes)
@@ -202,7 +215,7 @@ struct Train: ParsableCommand {
         s.batch = batch
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
         s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
-        s.initFrom = initFrom; s.save = save; s.lossLog = lossLog
+        s.initFrom = initFrom; s.save = save; s.lossLog = lossLog; s.resume = resume
         s.layout = layout
         s.dataThreads = threads
         guard batch <= splits.train.count else {
@@ -211,6 +224,7 @@ struct Train: ParsableCommand {
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
         var exchange: MPITowerExchange? = nil
+        var synchroniser: ReplicaSynchroniser? = nil
         let trainer: Trainer
         switch mode {
         case .single:
@@ -236,6 +250,59 @@ struct Train: ParsableCommand {
             trainer.writeCheckpoint = { path, state in
                 try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: world)
             }
+        case .data, .hybrid:
+            let world = Launch.world!
+            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
+                throw RefusedBeforeWork(message: e.description)
+            }
+            let pairs = mode == .hybrid ? world.size / 2 : world.size
+            let replicaIndex = mode == .hybrid ? world.rank / 2 : world.rank
+            s.shard = (replicaIndex, pairs)
+            s.layout = .sequential
+            guard batch % pairs == 0 else {
+                throw RefusedBeforeWork(message: "--batch \(batch) does not split evenly over \(pairs) replicas; use a multiple of \(pairs) (each replica takes --batch / \(pairs) images a step)")
+            }
+            let replica: Replica
+            let group: MPICommunicator
+            var pairCommunicator: MPICommunicator? = nil
+            if mode == .hybrid {
+                let pair = try world.split(color: replicaIndex, key: world.rank % 2)
+                group = try world.split(color: world.rank % 2, key: replicaIndex)
+                pairCommunicator = pair
+                let pairExchange = MPITowerExchange(pair: pair)
+                exchange = pairExchange
+                replica = Replica(config: s.model, maxBatch: s.localBatch, exchange: pairExchange)
+                Launch.say("alexnet-mpi train: hybrid, \(world.size) ranks = \(pairs) data-parallel replicas of a model-parallel pair (rank 2r + t holds tower t of replica r), \(threads) thread\(threads == 1 ? "" : "s") a rank")
+            } else {
+                group = world
+                replica = Replica(config: s.model, maxBatch: s.localBatch, layout: .sequential)
+                Launch.say("alexnet-mpi train: data parallel, \(world.size) ranks, each the whole model and \(s.localBatch) of every \(batch) images, \(threads) thread\(threads == 1 ? "" : "s") a rank")
+            }
+            Launch.say("data: \(splits.description)")
+            Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: mode == .hybrid, batch: s.localBatch))
+            trainer = try Trainer(settings: s, data: splits, replica: replica)
+            let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: checkWeightsEvery)
+            try sync.broadcastFromFirst()
+            synchroniser = sync
+            trainer.synchroniseGradients = {
+                try replica.clock.time(.update, .exchange) { try sync.allreduce.finish() }
+            }
+            trainer.sumOverReplicas = { try group.sum($0) }
+            let last = s.steps - 1, perturbRank = debugPerturbRank, perturbStep = debugPerturbStep
+            trainer.afterUpdate = { step in
+                if perturbRank == world.rank && perturbStep == step { replica.stores[0].values[0] += 1e-3 }
+                try sync.afterUpdate(step: step, lastStep: last)
+            }
+            trainer.writesFiles = world.rank == 0
+            trainer.log = { if world.rank == 0 { print($0); fflush(stdout) } }
+            trainer.writeCheckpoint = { path, state in
+                if let pair = pairCommunicator {
+                    if replicaIndex == 0 { try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: pair) }
+                } else if world.rank == 0 {
+                    try replica.save(path, state: state)
+                }
+                try world.barrier()
+            }
         }
         if let failRank = debugFailRank, failRank == Launch.rank {
             let kind = debugFailKind, at = debugFailStep
@@ -253,11 +320,26 @@ struct Train: ParsableCommand {
         if let path = initFrom { Launch.say("weights from \(path)") }
         var measured: (floats: Int, waiting: Double, transfer: Double)? = nil
         exchange?.resetCounters()
-        trainer.trainingFinished = { if let e = exchange { measured = (e.floatsSent, e.waitingSeconds, e.transferSeconds) } }
+        synchroniser?.allreduce.resetCounters()
+        var reduced: (floats: Int, exposed: Double)? = nil
+        trainer.trainingFinished = {
+            if let e = exchange { measured = (e.floatsSent, e.waitingSeconds, e.transferSeconds) }
+            if let a = synchroniser?.allreduce { reduced = (a.floatsReduced, a.exposedSeconds) }
+        }
+        if let path = resume { Launch.say("resuming \(path) at step \(trainer.firstStep)") }
         let r = try trainer.run()
+        if let a = reduced, let sync = synchroniser {
+            let steps = max(1, s.steps - trainer.firstStep)
+            let blocking = try sync.allreduce.measureBlockingSeconds()
+            let exposed = try sync.group.maximum(a.exposed / Double(steps))
+            Launch.say(String(format: "gradient allreduce: %@ B a step over %d replicas; exposed wait %.1f ms a step against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
+                              LayerTable.grouped(4 * a.floats / steps), sync.group.size, 1e3 * exposed, 1e3 * blocking,
+                              100 * max(0, 1 - exposed / max(blocking, 1e-9))))
+        }
         if let m = measured, let world = Launch.world {
-            let predicted = 4 * s.model.exchangeFloatsPerStep(tower: world.rank, batch: batch)
-            let perStep = 4 * m.floats / s.steps
+            let tower = world.rank % 2
+            let predicted = 4 * s.model.exchangeFloatsPerStep(tower: tower, batch: s.localBatch)
+            let perStep = 4 * m.floats / max(1, s.steps - trainer.firstStep)
             let compute = r.seconds - m.waiting - m.transfer
             let text = String(format: "rank %d: exchange %@ B/step measured, %@ B/step predicted from shapes (%@); time: compute %.1f%%, exchange %.1f%%, waiting for the partner %.1f%%",
                               world.rank, LayerTable.grouped(perStep), LayerTable.grouped(predicted), perStep == predicted ? "equal" : "DIFFERENT",
@@ -332,10 +414,53 @@ struct Bench: ParsableCommand {
                           100 * figures.0 / (r.stepSeconds * Double(s.steps)), 100 * figures.1 / (r.stepSeconds * Double(s.steps)),
                           LayerTable.grouped(4 * figures.2 / s.steps)) + text
             Launch.say(text)
+        case .data, .hybrid:
+            let world = Launch.world!
+            let pairs = mode == .hybrid ? world.size / 2 : world.size
+            guard batch % pairs == 0 else {
+                throw RefusedBeforeWork(message: "--batch \(batch) does not split evenly over \(pairs) replicas")
+            }
+            s.ranks = world.size
+            let replica: Replica, group: MPICommunicator
+            var exchange: MPITowerExchange? = nil
+            if mode == .hybrid {
+                let pair = try world.split(color: world.rank / 2, key: world.rank % 2)
+                group = try world.split(color: world.rank % 2, key: world.rank / 2)
+                exchange = MPITowerExchange(pair: pair)
+                replica = Replica(config: s.model, maxBatch: batch / pairs, exchange: exchange!)
+            } else {
+                group = world
+                s.layout = .sequential
+                replica = Replica(config: s.model, maxBatch: batch / pairs, layout: .sequential)
+            }
+            let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: 0)
+            var figures = (exposed: 0.0, floats: 0, exchange: 0.0)
+            let r = try Benchmark.run(s, replica: replica, localBatch: batch / pairs, afterBackward: { try sync.allreduce.finish() },
+                                      afterWarmup: { sync.allreduce.resetCounters(); exchange?.resetCounters() },
+                                      afterTimed: {
+                figures = (sync.allreduce.exposedSeconds, sync.allreduce.floatsReduced,
+                           (exchange?.waitingSeconds ?? 0) + (exchange?.transferSeconds ?? 0))
+            })
+            let blocking = try sync.allreduce.measureBlockingSeconds()
+            let totalGflops = try world.sum(r.sgemmGflops)
+            var whole = r
+            whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
+            whole.sgemmGflops = totalGflops
+            let steps = Double(s.steps)
+            let exposed = try group.maximum(figures.exposed / steps)
+            let hidden = max(0, 1 - exposed / max(blocking, 1e-9))
+            var extra: [String: Any] = [
+                "allreduce_bytes_per_step": Double(4 * figures.floats) / steps, "allreduce_exposed_ms": 1e3 * exposed,
+                "allreduce_blocking_ms": 1e3 * blocking, "allreduce_hidden_fraction": hidden, "mode": mode.rawValue,
+            ]
+            if exchange != nil { extra["exchange_fraction"] = figures.exchange / (r.stepSeconds * steps) }
+            let head = String(format: "%@ parallel, %@, %d images a replica: gradient allreduce %.1f MB a step over %d replicas; exposed wait %.1f ms against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward\n",
+                              mode == .hybrid ? "hybrid" : "data", s.workers, batch / pairs, Double(4 * figures.floats) / steps / 1e6,
+                              group.size, 1e3 * exposed, 1e3 * blocking, 100 * hidden)
+            Launch.say(head + Benchmark.report(whole, settings: s, extra: extra))
         }
     }
 }
-
 struct ExportEmbedded: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export-embedded",

@@ -48,23 +48,28 @@ public enum Benchmark {
     }
 
     /// Times `steps` training steps after `warmupSteps` on `replica` (by default one built from the settings' layout).
-    public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil,
+    /// `localBatch`: images this replica computes of each `s.batch` (data parallelism); `afterBackward` sums the
+    /// replicas' gradients before the update.
+    public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil, localBatch: Int? = nil,
+                           afterBackward: () throws -> Void = {},
                            afterWarmup: () -> Void = {}, afterTimed: () -> Void = {}) throws -> BenchmarkResult {
         // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
         let perTower = Blas.threads
         Blas.setThreads(s.threads)
         let gflops = sgemmGflops()
         Blas.setThreads(perTower)
-        let replica = given ?? Replica(config: s.model, maxBatch: s.batch, layout: s.layout)
+        let local = localBatch ?? s.batch
+        let replica = given ?? Replica(config: s.model, maxBatch: local, layout: s.layout)
         replica.initialise(.paper, seed: 1)
-        let count = 3 * s.batch * 227 * 227
+        let count = 3 * local * 227 * 227
         let x = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { x.deallocate() }
         for i in 0..<count { x[i] = CounterRandom.normal(seed: 7, .embeddedImage, UInt64(i)) * 50 }
-        let labels = (0..<s.batch).map { Int32($0 % s.model.classes) }
+        let labels = (0..<local).map { Int32($0 % s.model.classes) }
         func step(_ k: Int) throws {
-            _ = try replica.computeGradients(input: x, batch: s.batch, labels: labels, normaliser: s.batch,
+            _ = try replica.computeGradients(input: x, batch: local, labels: labels, normaliser: s.batch,
                                              seed: 1, step: k, firstSample: 0)
+            try replica.clock.time(.update, .exchange) { try afterBackward() }
             try replica.update(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4)
         }
         for k in 0..<s.warmupSteps { try step(k) }

@@ -109,14 +109,15 @@ public struct SafetensorsFile {
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())")
         do {
             try out.write(to: temporary)
-            if FileManager.default.fileExists(atPath: path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
-            } else {
-                try FileManager.default.moveItem(at: temporary, to: url)
-            }
         } catch {
             try? FileManager.default.removeItem(at: temporary)
             throw AlexNetError("\(path): cannot write (\(error.localizedDescription)); check the folder exists and is writable")
+        }
+        // rename(2) replaces an existing file atomically: readers see the old file or the new one, never half.
+        guard rename(temporary.path, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temporary)
+            throw AlexNetError("\(path): cannot replace the file (\(reason))")
         }
     }
 }

@@ -10,6 +10,9 @@ public final class TwoTowerAlexNet {
     public let exchange: TowerExchange
     public let clock = PhaseClock()
     public let maxBatch: Int
+    /// Called during backward as soon as a layer's weight and bias gradients are final, with their range in
+    /// `parameters.gradients` (last layers first): data parallelism starts their allreduce there.
+    public var gradientsReady: ((Range<Int>) -> Void)? = nil
     public let towers: Range<Int>
 
     // Layers. Every conv/fc layer has one part per local tower.
@@ -234,16 +237,19 @@ public final class TwoTowerAlexNet {
             fc8.backward(input: h7, batch: N, weight: w("fc8.weight"), outputGradient: dlogits + first * N,
                          weightGradient: g("fc8.weight"), biasGradient: g("fc8.bias"), inputGradients: partials8)
         }
+        announce("fc8")
         try clock.time(.fc8, .exchange) {
             try exchange.reduceScatter(partials: partials8, offsets: evenOffsets(f7 * N), into: dh7, at: .fc8InputGradient)
         }
         try fullyConnectedBackward(.fc7, layer: fc7, input: h6, output: h7, outputGradient: dh7, rowsPerTower: f7, mask: m7,
                                    batch: N, training: training, inputGradients: partials7)
+        announce("fc7")
         try clock.time(.fc7, .exchange) {
             try exchange.reduceScatter(partials: partials7, offsets: evenOffsets(f6 * N), into: dh6, at: .fc7InputGradient)
         }
         try fullyConnectedBackward(.fc6, layer: fc6, input: x6, output: h6, outputGradient: dh6, rowsPerTower: f6, mask: m6,
                                    batch: N, training: training, inputGradients: partials6)
+        announce("fc6")
         try clock.time(.fc6, .exchange) {
             try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
         }
@@ -254,18 +260,21 @@ public final class TwoTowerAlexNet {
                            weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
                            inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient)
         }
+        announce("conv5")
         clock.time(.conv4, .backward) {
             ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169)
             conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
                            weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
                            inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient)
         }
+        announce("conv4")
         clock.time(.conv3, .backward) {
             ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169)
             conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
                            weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
                            inputGradients: partials3, col: col, colGradient: colGradient)
         }
+        announce("conv3")
         try clock.time(.conv3, .exchange) {
             try exchange.reduceScatter(partials: partials3, offsets: evenOffsets(c2 * N * 169), into: dp2, at: .conv3InputGradient)
         }
@@ -277,6 +286,7 @@ public final class TwoTowerAlexNet {
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
                            inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient)
         }
+        announce("conv2")
         clock.time(.conv1, .backward) {
             pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: dl1)
             lrn.backward(input: a1, scale: s1, output: l1, outputGradient: dl1, channels: c1 * P, groupChannels: c1,
@@ -285,6 +295,14 @@ public final class TwoTowerAlexNet {
                            weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
                            inputGradients: nil, col: col, colGradient: colGradient)
         }
+        announce("conv1")
+    }
+
+    /// Tells `gradientsReady` that layer `name`'s weight and bias gradients are final.
+    private func announce(_ name: String) {
+        guard let ready = gradientsReady else { return }
+        let w = parameters.tensor(name + ".weight"), b = parameters.tensor(name + ".bias")
+        ready(w.offset..<(b.offset + b.count))
     }
 
     private func fullyConnectedBackward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>,

@@ -17,6 +17,10 @@ public struct TrainingSettings: Sendable {
     public var layout: ReplicaLayout = .sequential
     public var dataThreads = 1                      // threads that assemble batches
     public var lossLog: String? = nil               // file that receives each step's loss, one a line
+    public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
+    /// Data parallelism: this replica is shard `index` of `count`, and takes that share of every global batch.
+    public var shard = (index: 0, count: 1)
+    public var localBatch: Int { batch / shard.count }
     public init() {}
 }
 
@@ -50,6 +54,14 @@ public final class Trainer {
     public var writesFiles = true
     /// Called before each step with the step number (failure injection in tests).
     public var beforeStep: ((Int) throws -> Void)? = nil
+    /// Data parallelism: sums the replicas' gradients after backward (before the update).
+    public var synchroniseGradients: (() throws -> Void)? = nil
+    /// Data parallelism: sums a number over the replicas (losses, evaluation hits).
+    public var sumOverReplicas: (Double) throws -> Double = { $0 }
+    /// Called after each update with the step number (e.g. to compare weights across replicas).
+    public var afterUpdate: ((Int) throws -> Void)? = nil
+    /// The step the run starts from (0, or the step stored in a --resume checkpoint).
+    public private(set) var firstStep = 0
     let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
 
     /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model).
@@ -59,15 +71,30 @@ public final class Trainer {
         }
         self.settings = settings
         self.data = data
-        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.batch, layout: settings.layout)
+        guard settings.batch % settings.shard.count == 0 else {
+            throw AlexNetError("--batch \(settings.batch) does not split evenly over \(settings.shard.count) replicas; use a multiple of \(settings.shard.count)")
+        }
+        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout)
         // Weights first: a bad file is reported before the pass over the data.
         if let path = settings.initFrom { _ = try self.replica.load(path) }
+        if let path = settings.resume {
+            guard let state = try self.replica.load(path, momentum: true) else {
+                throw AlexNetError("\(path): no training state in the file (written by --save of alexnet-mpi?); use --init-from to start from its weights")
+            }
+            if state.model != settings.model {
+                throw AlexNetError("\(path): saved for \(state.model), but these settings make \(settings.model); use the same --width, --classes and --dropout")
+            }
+            guard state.step < settings.steps else {
+                throw AlexNetError("\(path): already at step \(state.step); ask for more --steps (now \(settings.steps))")
+            }
+            firstStep = state.step
+        }
         assembler = BatchAssembler(training: data.train, seed: settings.seed, sampleLimit: data.statisticsSamples)
         if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
         assembler.threads = settings.dataThreads
-        input = .allocate(capacity: 3 * settings.batch * 227 * 227)
-        input.initialize(repeating: 0, count: 3 * settings.batch * 227 * 227)
-        if settings.initFrom == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
+        input = .allocate(capacity: 3 * settings.localBatch * 227 * 227)
+        input.initialize(repeating: 0, count: 3 * settings.localBatch * 227 * 227)
+        if settings.initFrom == nil && settings.resume == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
     }
 
     deinit { input.deallocate() }
@@ -85,28 +112,35 @@ public final class Trainer {
         return (epoch, Array(cache.order[(position * b)..<((position + 1) * b)]))
     }
 
-    /// One training step on the global batch of `step`; returns the mean loss before the update.
+    /// One training step on the global batch of `step` (this replica computing its shard); returns the mean loss
+    /// over the global batch before the update.
     public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> Double {
-        let b = settings.batch
-        let (epoch, indices) = batchIndices(step: step, cache: &cache)
+        let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
+        let (epoch, global) = batchIndices(step: step, cache: &cache)
+        let indices = Array(global[first..<(first + local)])
         let labels = replica.clock.time(.data, .forward) {
             assembler.assemble(data.train, indices: indices, epoch: epoch, augment: settings.augment, into: input)
         }
-        let loss = try replica.computeGradients(input: input, batch: b, labels: labels, normaliser: b,
-                                                seed: settings.seed, step: step, firstSample: 0) / Double(b)
+        let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
+                                                     seed: settings.seed, step: step, firstSample: first)
+        try synchroniseGradients?()
+        let loss = try sumOverReplicas(localLoss) / Double(b)
         guard loss.isFinite else {
             throw AlexNetError("the loss became \(loss) at step \(step); lower --lr (now \(settings.learningRate))")
         }
         try replica.update(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
+        try afterUpdate?(step)
         return loss
     }
 
-    /// Top-1 and top-5 accuracy (centre crop, no dropout) over `limit` images of the held-out set.
+    /// Top-1 and top-5 accuracy (centre crop, no dropout) over `limit` images of the held-out set, each replica
+    /// taking its share.
     public func evaluate(limit: Int? = nil) throws -> (top1: Double, top5: Double) {
         let set = data.heldOut, total = min(set.count, limit ?? set.count)
-        var hits1 = 0, hits5 = 0, done = 0
-        while done < total {
-            let n = min(settings.batch, total - done)
+        let lo = total * settings.shard.index / settings.shard.count, hi = total * (settings.shard.index + 1) / settings.shard.count
+        var hits1 = 0, hits5 = 0, done = lo
+        while done < hi {
+            let n = min(settings.localBatch, hi - done)
             let labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, into: input)
             let logits = try replica.evaluate(input: input, batch: n)
             for i in 0..<n {
@@ -116,7 +150,7 @@ public final class Trainer {
             }
             done += n
         }
-        return (Double(hits1) / Double(total), Double(hits5) / Double(total))
+        return (try sumOverReplicas(Double(hits1)) / Double(total), try sumOverReplicas(Double(hits5)) / Double(total))
     }
 
     public func run() throws -> TrainingSummary {
@@ -132,7 +166,7 @@ public final class Trainer {
             lossFile = h
         }
         defer { try? lossFile?.close() }
-        for step in 0..<settings.steps {
+        for step in firstStep..<settings.steps {
             try beforeStep?(step)
             let loss = try trainStep(step, cache: &cache)
             summary.losses.append(loss)
@@ -141,19 +175,20 @@ public final class Trainer {
             let elapsed = Double(now - start) * 1e-9
             if step == settings.steps - 1 || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
                 lastPrint = now
-                let rate = Double((step + 1) * settings.batch) / elapsed
-                let eta = elapsed / Double(step + 1) * Double(settings.steps - step - 1)
+                let done = step + 1 - firstStep
+                let rate = Double(done * settings.batch) / elapsed
+                let eta = elapsed / Double(done) * Double(settings.steps - step - 1)
                 log(String(format: "step %5d/%d  epoch %3d  loss %.4f  %7.1f img/s  ETA %@",
                            step + 1, settings.steps, step / batchesPerEpoch, loss, rate, Self.clockText(eta)))
             }
         }
         summary.seconds = Double(PhaseClock.now() - start) * 1e-9
-        let c = replica.clock, n = Double(settings.steps)
+        let c = replica.clock, n = Double(settings.steps - firstStep)
         let data = c.seconds(.data, .forward), update = c.seconds(.update, .backward)
         log(String(format: "time per step: data %.1f ms, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
                    1e3 * data / n, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
                    1e3 * c.total(.exchange) / n, 1e3 * update / n))
-        summary.imagesPerSecond = Double(settings.steps * settings.batch) / max(summary.seconds, 1e-9)
+        summary.imagesPerSecond = Double((settings.steps - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
         trainingFinished?()
         let tail = summary.losses.suffix(max(1, min(20, summary.losses.count)))
         summary.trainLoss = tail.reduce(0, +) / Double(max(1, tail.count))

@@ -1,0 +1,83 @@
+// Data parallelism's gradient sum: buckets of the contiguous gradient buffer (last layers first, as PyTorch DDP)
+// start a nonblocking MPI_Iallreduce as soon as backward has finished them, progress while earlier layers compute,
+// and are waited for only before the update.
+import AlexNet
+import CMPI
+import Foundation
+
+public final class GradientAllreduce {
+    public let communicator: MPICommunicator
+    let gradients: UnsafeMutablePointer<Float>
+    let count: Int
+    /// Floats a bucket gathers before its allreduce starts (25 MB, PyTorch DDP's default).
+    public var bucketFloats = 25 << 18
+    var requests: [MPI_Request?] = []
+    var pendingLow: Int            // gradients [pendingLow, startedLow) are final but not yet in flight
+    var startedLow: Int            // gradients [startedLow, count) are in flight (or done)
+
+    /// Seconds blocked in the final wait (exposed), bytes summed a step, and buckets started.
+    public private(set) var exposedSeconds = 0.0
+    public private(set) var floatsReduced = 0
+    public private(set) var buckets = 0
+
+    public init(communicator: MPICommunicator, gradients: UnsafeMutablePointer<Float>, count: Int) {
+        self.communicator = communicator
+        self.gradients = gradients
+        self.count = count
+        pendingLow = count
+        startedLow = count
+    }
+
+    public func resetCounters() { exposedSeconds = 0; floatsReduced = 0; buckets = 0 }
+
+    var failure: Error? = nil
+
+    /// Backward finished gradients[range]; ranges arrive from the end of the buffer towards its start.
+    /// (Called from inside backward, which cannot throw through: an MPI error is kept and thrown by `finish`.)
+    public func ready(_ range: Range<Int>) {
+        precondition(range.upperBound == pendingLow, "gradients must become ready from the last layer backwards")
+        pendingLow = range.lowerBound
+        guard failure == nil else { return }
+        do {
+            if startedLow - pendingLow >= bucketFloats { try startBucket() }
+            _ = try communicator.test(&requests)   // let the buckets in flight progress
+        } catch { failure = error }
+    }
+
+    private func startBucket() throws {
+        let n = startedLow - pendingLow
+        guard n > 0 else { return }
+        requests.append(try communicator.startSum(gradients + pendingLow, count: n))
+        floatsReduced += n
+        buckets += 1
+        startedLow = pendingLow
+    }
+
+    /// Starts what is left and waits for every bucket: afterwards the buffer holds the sum over the ranks.
+    public func finish() throws {
+        if let e = failure { throw e }
+        precondition(pendingLow == 0, "backward did not announce every layer")
+        try startBucket()
+        let t0 = PhaseClock.now()
+        try communicator.waitAll(&requests)
+        exposedSeconds += Double(PhaseClock.now() - t0) * 1e-9
+        requests.removeAll(keepingCapacity: true)
+        pendingLow = count
+        startedLow = count
+    }
+
+    /// Seconds one blocking allreduce of the whole buffer takes now (what an unoverlapped sum would cost).
+    public func measureBlockingSeconds(repeats: Int = 2) throws -> Double {
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { scratch.deallocate() }
+        scratch.initialize(repeating: 0, count: count)
+        try communicator.barrier()
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let t0 = PhaseClock.now()
+            try communicator.sum(scratch, count: count)
+            best = min(best, Double(PhaseClock.now() - t0) * 1e-9)
+        }
+        return try communicator.maximum(best)
+    }
+}

@@ -1,0 +1,107 @@
+// Data parallelism and the hybrid layout under mpirun: the same numbers as one process on 2, 3 and 4 ranks,
+// the PyTorch fixture, layout-free checkpoints that resume in another layout, and diverged replicas caught.
+import AlexNet
+import Foundation
+import XCTest
+
+final class DataParallelTests: XCTestCase {
+    override func setUpWithError() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
+    }
+
+    // A small learning rate: float32 summation order differs between layouts (each rank sums its share, then the
+    // allreduce sums the ranks), and at lr 1e-2 on a batch of 12 a single max-pool winner flipped by a 1e-7
+    // difference grows into a 1e-3 loss difference within 20 steps. At 1e-4 the loss still falls from 4.3 to 2.9.
+    let common = ["train", "--width", "0.125", "--batch", "12", "--steps", "20", "--seed", "3", "--lr", "0.0001",
+                  "--dropout", "0.5", "--threads", "1"]
+
+    func compare(_ name: String, losses: [Double], weights path: String, against reference: ([Double], String),
+                 file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertEqual(losses.count, reference.0.count, "\(name): step count", file: file, line: line)
+        for (i, (a, b)) in zip(losses, reference.0).enumerated() {
+            XCTAssertEqual(a, b, accuracy: 1e-5 * abs(b), "\(name): loss at step \(i)", file: file, line: line)
+        }
+        let mine = try SafetensorsFile(path: path), ref = try SafetensorsFile(path: reference.1)
+        for (tensor, _) in ModelConfig(width: 0.125, classes: 10).tensors {
+            XCTAssertLessThan(relativeError(try mine.readAll(tensor).values, try ref.readAll(tensor).values), 1e-5,
+                              "\(name): \(tensor)", file: file, line: line)
+        }
+    }
+
+    /// Acceptance: data parallel on 2, 3 and 4 ranks and hybrid on 4 train the numbers of one process
+    /// (same global batch, seed and settings; dropout and augmentation on; 20 steps).
+    func testDataAndHybridMatchOneProcess() throws {
+        let dir = Paths.temporaryDirectory("dp")
+        let one = runProcess(Paths.binary, common + ["--loss-log", dir + "/one.txt", "--save", dir + "/one.safetensors"])
+        XCTAssertEqual(one.status, 0, one.err)
+        let reference = (readLosses(dir + "/one.txt"), dir + "/one.safetensors")
+        XCTAssertEqual(reference.0.count, 20)
+        for (mode, n) in [("data", 2), ("data", 3), ("data", 4), ("hybrid", 4)] {
+            let tag = "\(mode)\(n)"
+            let r = mpirun(["-np", "\(n)", Paths.binary] + common + ["--mode", mode, "--loss-log", dir + "/\(tag).txt",
+                                                                     "--save", dir + "/\(tag).safetensors"])
+            XCTAssertEqual(r.status, 0, "\(tag): " + r.err + r.out)
+            try compare(tag, losses: readLosses(dir + "/\(tag).txt"), weights: dir + "/\(tag).safetensors", against: reference)
+            XCTAssertTrue(r.out.contains("gradient allreduce"), "\(tag): no allreduce figures:\n\(r.out)")
+        }
+    }
+
+    /// Acceptance: the PyTorch fixture reproduces under -np 2 --mode data and -np 4 --mode hybrid.
+    func testFixtureUnderDataAndHybridParallelism() throws {
+        for (mode, n) in [("data", 2), ("hybrid", 4)] {
+            let out = Paths.temporaryDirectory("fixture-\(mode)") + "/after.safetensors"
+            let r = mpirun(["-np", "\(n)", Paths.binary, "train", "--mode", mode, "--data", Paths.fixture,
+                            "--init-from", Paths.fixture + "/weights.safetensors", "--save", out, "--no-augment", "--dropout", "0",
+                            "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"])
+            XCTAssertEqual(r.status, 0, "\(mode): " + r.err + r.out)
+            let mine = try SafetensorsFile(path: out)
+            let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
+            let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
+            for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
+                let w0 = try start.readAll(name).values
+                let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
+                let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
+                XCTAssertLessThan(relativeError(update, reference), 1e-3, "\(mode): \(name)")
+            }
+        }
+    }
+
+    /// Acceptance: a checkpoint saved by --mode model on 2 ranks resumes under --mode data on 3 ranks and in one
+    /// process, continuing the loss curve of an uninterrupted run.
+    func testModelParallelCheckpointResumesInOtherLayouts() throws {
+        let dir = Paths.temporaryDirectory("resume")
+        let whole = runProcess(Paths.binary, common + ["--loss-log", dir + "/whole.txt", "--save", dir + "/whole.safetensors"])
+        XCTAssertEqual(whole.status, 0, whole.err)
+        let wholeLosses = readLosses(dir + "/whole.txt")
+        let half = common.map { $0 == "20" ? "10" : $0 }
+        let first = mpirun(["-np", "2", Paths.binary] + half + ["--mode", "model", "--save", dir + "/half.safetensors"])
+        XCTAssertEqual(first.status, 0, first.err + first.out)
+        let rest = Array(wholeLosses[10...])
+        let data3 = mpirun(["-np", "3", Paths.binary] + common + ["--mode", "data", "--resume", dir + "/half.safetensors",
+                                                                  "--loss-log", dir + "/data3.txt", "--save", dir + "/data3.safetensors"])
+        XCTAssertEqual(data3.status, 0, data3.err + data3.out)
+        try compare("resumed on 3 data-parallel ranks", losses: readLosses(dir + "/data3.txt"), weights: dir + "/data3.safetensors",
+                    against: (rest, dir + "/whole.safetensors"))
+        let single = runProcess(Paths.binary, common + ["--resume", dir + "/half.safetensors", "--loss-log", dir + "/single.txt",
+                                                        "--save", dir + "/single.safetensors"])
+        XCTAssertEqual(single.status, 0, single.err)
+        try compare("resumed in one process", losses: readLosses(dir + "/single.txt"), weights: dir + "/single.safetensors",
+                    against: (rest, dir + "/whole.safetensors"))
+    }
+
+    /// Acceptance: replicas whose weights diverge are caught at the next check, not trained on silently.
+    func testDivergedReplicasAreCaught() {
+        let r = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "data", "--check-weights-every", "5",
+                                                              "--debug-perturb-rank", "1", "--debug-perturb-step", "6"], timeout: 120)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("weights differ after step 10"), r.err)
+        XCTAssertFalse(r.out.contains("done:"), r.out)
+        XCTAssertTrue(r.out.contains("step    10/20") || r.out.contains("step     1/20"), r.out)
+    }
+
+    func testUnevenBatchIsRefused() {
+        let r = mpirun(["-np", "3", Paths.binary, "train", "--mode", "data", "--width", "0.125", "--batch", "10", "--threads", "1"], timeout: 60)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("--batch 10") && r.err.contains("3 replicas"), r.err)
+    }
+}
