@@ -1,6 +1,7 @@
 // Data parallelism's gradient sum: buckets of the contiguous gradient buffer (last layers first, as PyTorch DDP)
 // start a nonblocking MPI_Iallreduce as soon as backward has finished them, progress while earlier layers compute,
-// and are waited for only before the update.
+// and are waited for only before the update. Open MPI moves a nonblocking collective only inside MPI calls, so a
+// progress thread tests the requests in flight every 50 µs (MPI_THREAD_SERIALIZED: calls go one at a time).
 import AlexNet
 import CMPI
 import Foundation
@@ -20,12 +21,39 @@ public final class GradientAllreduce {
     public private(set) var floatsReduced = 0
     public private(set) var buckets = 0
 
+    let requestsLock = NSLock()             // guards `requests` between the main and the progress thread
+    let wake = DispatchSemaphore(value: 0)
+    var progressThread: Thread? = nil
+
     public init(communicator: MPICommunicator, gradients: UnsafeMutablePointer<Float>, count: Int) {
         self.communicator = communicator
         self.gradients = gradients
         self.count = count
         pendingLow = count
         startedLow = count
+        if MPICommunicator.threadsMayCall {
+            let t = Thread { [unowned self] in self.progressLoop() }
+            t.name = "allreduce progress"
+            progressThread = t
+            t.start()
+        }
+    }
+
+    /// Tests the requests in flight until they are all complete, each time a bucket starts. Runs for the life of
+    /// the process (one instance a run).
+    func progressLoop() {
+        while true {
+            wake.wait()
+            while true {
+                requestsLock.lock()
+                if requests.isEmpty || failure != nil { requestsLock.unlock(); break }
+                var done = true
+                do { done = try communicator.test(&requests) } catch { failure = error }
+                requestsLock.unlock()
+                if done { break }
+                usleep(50)
+            }
+        }
     }
 
     public func resetCounters() { exposedSeconds = 0; floatsReduced = 0; buckets = 0 }
@@ -40,13 +68,25 @@ public final class GradientAllreduce {
         guard failure == nil else { return }
         do {
             if startedLow - pendingLow >= bucketFloats { try startBucket() }
-            _ = try communicator.test(&requests)   // let the buckets in flight progress
         } catch { failure = error }
+        progress()
+    }
+
+    /// Lets the buckets in flight progress (Open MPI moves nonblocking collectives only inside MPI calls); with a
+    /// progress thread there is nothing to do here.
+    public func progress() {
+        guard progressThread == nil else { return }
+        requestsLock.lock()
+        defer { requestsLock.unlock() }
+        guard failure == nil, !requests.isEmpty else { return }
+        do { _ = try communicator.test(&requests) } catch { failure = error }
     }
 
     private func startBucket() throws {
         let n = startedLow - pendingLow
         guard n > 0 else { return }
+        requestsLock.lock()
+        defer { requestsLock.unlock(); wake.signal() }
         requests.append(try communicator.startSum(gradients + pendingLow, count: n))
         floatsReduced += n
         buckets += 1
@@ -59,6 +99,9 @@ public final class GradientAllreduce {
         precondition(pendingLow == 0, "backward did not announce every layer")
         try startBucket()
         let t0 = PhaseClock.now()
+        requestsLock.lock()
+        defer { requestsLock.unlock() }
+        if let e = failure { throw e }
         try communicator.waitAll(&requests)
         exposedSeconds += Double(PhaseClock.now() - t0) * 1e-9
         requests.removeAll(keepingCapacity: true)

@@ -15,11 +15,28 @@ public final class MPICommunicator: @unchecked Sendable {
         return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil
     }
 
-    /// MPI_Init and the world communicator, with errors returned (not fatal) so that they can be reported.
+    /// Every MPI call of this process goes through this lock, so that a progress thread may test requests while
+    /// the main thread computes (MPI_THREAD_SERIALIZED: one thread in MPI at a time).
+    static let callLock = NSLock()
+    /// Whether MPI granted MPI_THREAD_SERIALIZED (else no thread but the main one may call MPI).
+    public private(set) static var threadsMayCall = false
+
+    @inline(__always)
+    func serial<T>(_ body: () throws -> T) rethrows -> T {
+        Self.callLock.lock()
+        defer { Self.callLock.unlock() }
+        return try body()
+    }
+
+    /// MPI_Init_thread and the world communicator, with errors returned (not fatal) so that they can be reported.
     public static func world() throws -> MPICommunicator {
         var initialised: Int32 = 0
         try check(MPI_Initialized(&initialised), "MPI_Initialized")
-        if initialised == 0 { try check(MPI_Init(nil, nil), "MPI_Init") }
+        if initialised == 0 {
+            var provided: Int32 = 0
+            try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided), "MPI_Init_thread")
+            threadsMayCall = provided >= Int32(MPI_THREAD_SERIALIZED)
+        }
         try check(MPI_Comm_set_errhandler(shim_comm_world(), shim_errors_return()), "MPI_Comm_set_errhandler")
         return try MPICommunicator(shim_comm_world())
     }
@@ -43,84 +60,84 @@ public final class MPICommunicator: @unchecked Sendable {
     /// Splits into sub-communicators by colour, ranked by key.
     public func split(color: Int, key: Int) throws -> MPICommunicator {
         var out: MPI_Comm? = nil
-        try Self.check(MPI_Comm_split(handle, Int32(color), Int32(key), &out), "MPI_Comm_split")
-        try Self.check(MPI_Comm_set_errhandler(out, shim_errors_return()), "MPI_Comm_set_errhandler")
+        try serial { try Self.check(MPI_Comm_split(handle, Int32(color), Int32(key), &out), "MPI_Comm_split") }
+        try serial { try Self.check(MPI_Comm_set_errhandler(out, shim_errors_return()), "MPI_Comm_set_errhandler") }
         return try MPICommunicator(out!)
     }
 
     /// Sends `sendCount` floats to `peer` and receives `receiveCount` floats from it (one MPI_Sendrecv).
     public func exchange(send: UnsafePointer<Float>, sendCount: Int, receive: UnsafeMutablePointer<Float>, receiveCount: Int,
                          peer: Int, tag: Int) throws {
-        try Self.check(MPI_Sendrecv(send, Int32(sendCount), shim_float(), Int32(peer), Int32(tag),
+        try serial { try Self.check(MPI_Sendrecv(send, Int32(sendCount), shim_float(), Int32(peer), Int32(tag),
                                     receive, Int32(receiveCount), shim_float(), Int32(peer), Int32(tag),
                                     handle, shim_status_ignore()),
-                       "MPI_Sendrecv of \(sendCount) floats with rank \(peer) (tag \(tag))")
+                       "MPI_Sendrecv of \(sendCount) floats with rank \(peer) (tag \(tag))") }
     }
 
     public func send(_ data: UnsafePointer<Float>, count: Int, to peer: Int, tag: Int) throws {
-        try Self.check(MPI_Send(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle), "MPI_Send to rank \(peer)")
+        try serial { try Self.check(MPI_Send(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle), "MPI_Send to rank \(peer)") }
     }
 
     public func receive(_ data: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws {
-        try Self.check(MPI_Recv(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle, shim_status_ignore()),
-                       "MPI_Recv from rank \(peer)")
+        try serial { try Self.check(MPI_Recv(data, Int32(count), shim_float(), Int32(peer), Int32(tag), handle, shim_status_ignore()),
+                       "MPI_Recv from rank \(peer)") }
     }
 
     /// Every rank's bytes, concatenated in rank order (MPI_Allgather of the lengths, then MPI_Allgatherv).
     public func allGather(bytes: [UInt8]) throws -> [[UInt8]] {
         var length = Int32(bytes.count)
         var lengths = [Int32](repeating: 0, count: size)
-        try Self.check(MPI_Allgather(&length, 1, shim_int(), &lengths, 1, shim_int(), handle), "MPI_Allgather")
+        try serial { try Self.check(MPI_Allgather(&length, 1, shim_int(), &lengths, 1, shim_int(), handle), "MPI_Allgather") }
         var offsets = [Int32](repeating: 0, count: size)
         for i in 1..<max(1, size) { offsets[i] = offsets[i - 1] + lengths[i - 1] }
         var all = [UInt8](repeating: 0, count: Int(lengths.reduce(0, +)))
         var mine = bytes
-        try Self.check(MPI_Allgatherv(&mine, length, shim_char(), &all, lengths, offsets, shim_char(), handle), "MPI_Allgatherv")
+        try serial { try Self.check(MPI_Allgatherv(&mine, length, shim_char(), &all, lengths, offsets, shim_char(), handle), "MPI_Allgatherv") }
         return (0..<size).map { Array(all[Int(offsets[$0])..<Int(offsets[$0] + lengths[$0])]) }
     }
 
     /// Sum of a Double over the ranks.
     public func sum(_ value: Double) throws -> Double {
         var v = value, out = 0.0
-        try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_sum(), handle), "MPI_Allreduce")
+        try serial { try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_sum(), handle), "MPI_Allreduce") }
         return out
     }
 
     /// Largest of a Double over the ranks.
     public func maximum(_ value: Double) throws -> Double {
         var v = value, out = 0.0
-        try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_max(), handle), "MPI_Allreduce")
+        try serial { try Self.check(MPI_Allreduce(&v, &out, 1, shim_double(), shim_max(), handle), "MPI_Allreduce") }
         return out
     }
 
     /// Starts an in-place sum of `count` floats over the ranks (MPI_Iallreduce); finish it with `waitAll`.
     public func startSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws -> MPI_Request? {
         var request: MPI_Request? = nil
-        try Self.check(MPI_Iallreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle, &request),
-                       "MPI_Iallreduce of \(count) floats")
+        try serial { try Self.check(MPI_Iallreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle, &request),
+                       "MPI_Iallreduce of \(count) floats") }
         return request
     }
 
     /// In-place blocking sum of `count` floats over the ranks.
     public func sum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
-        try Self.check(MPI_Allreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle),
-                       "MPI_Allreduce of \(count) floats")
+        try serial { try Self.check(MPI_Allreduce(shim_in_place(), data, Int32(count), shim_float(), shim_sum(), handle),
+                       "MPI_Allreduce of \(count) floats") }
     }
 
     /// Lets outstanding nonblocking operations progress; returns whether all are complete.
     public func test(_ requests: inout [MPI_Request?]) throws -> Bool {
         var flag: Int32 = 0
-        try Self.check(MPI_Testall(Int32(requests.count), &requests, &flag, shim_statuses_ignore()), "MPI_Testall")
+        try serial { try Self.check(MPI_Testall(Int32(requests.count), &requests, &flag, shim_statuses_ignore()), "MPI_Testall") }
         return flag != 0
     }
 
     public func waitAll(_ requests: inout [MPI_Request?]) throws {
-        try Self.check(MPI_Waitall(Int32(requests.count), &requests, shim_statuses_ignore()), "MPI_Waitall")
+        try serial { try Self.check(MPI_Waitall(Int32(requests.count), &requests, shim_statuses_ignore()), "MPI_Waitall") }
     }
 
     /// Rank `root`'s `count` floats to every rank.
     public func broadcast(_ data: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
-        try Self.check(MPI_Bcast(data, Int32(count), shim_float(), Int32(root), handle), "MPI_Bcast of \(count) floats")
+        try serial { try Self.check(MPI_Bcast(data, Int32(count), shim_float(), Int32(root), handle), "MPI_Bcast of \(count) floats") }
     }
 
     public func barrier() throws { try Self.check(MPI_Barrier(handle), "MPI_Barrier") }

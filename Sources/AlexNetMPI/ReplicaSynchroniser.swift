@@ -17,6 +17,7 @@ public final class ReplicaSynchroniser {
         allreduce = GradientAllreduce(communicator: group, gradients: store.gradients, count: store.count)
         let reducer = allreduce
         model.gradientsReady = { reducer.ready($0) }
+        model.progress = { reducer.progress() }
     }
 
     /// Every replica takes the first rank's weights and momentum.

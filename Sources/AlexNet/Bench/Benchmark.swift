@@ -93,7 +93,7 @@ public enum Benchmark {
                             s.workers, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
         lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
                             s.model.width, s.model.classes, s.batch, s.workers, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
-        lines.append("ms per step (" + (s.ranks > 1 ? "rank 0, tower 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
+        lines.append("ms per step (" + (s.ranks > 1 ? "rank 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
         lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
             let p = r.stageSeconds[st] ?? [:]

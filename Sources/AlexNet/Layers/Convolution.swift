@@ -74,7 +74,8 @@ public struct Convolution: Sendable {
                          weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                          inputGradients: [UnsafeMutablePointer<Float>]?,
-                         col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>) {
+                         col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>,
+                         afterChunk: (() -> Void)? = nil) {
         let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
         let inChannelStride = batch * geometry.inputPlane
         if let grads = inputGradients {
@@ -101,6 +102,7 @@ public struct Convolution: Sendable {
                                     channels: inputChannelsPerPart, images: images, geometry: geometry, inputGradient: grads[p])
                 }
             }
+            afterChunk?()   // e.g. lets a gradient allreduce in flight progress
         }
         sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient)
     }
@@ -121,14 +123,22 @@ func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, ro
     }
 }
 
-/// out[r] = Σ_i x[r, i] (in Double, so the sum does not depend on how the rows are chunked).
+/// out[r] = Σ_i x[r, i], accumulated in Double in eight lanes (vectorised; the order is fixed by the row alone).
 @inline(__always)
 func sumRows(_ x: UnsafePointer<Float>, rows: Int, rowLength: Int, into out: UnsafeMutablePointer<Float>) {
     Parallel.forEachChunk(rows) { range in
         for r in range {
             let row = x + r * rowLength
-            var s: Double = 0
-            for i in 0..<rowLength { s += Double(row[i]) }
+            var lanes = SIMD8<Double>(repeating: 0)
+            let whole = rowLength / 8 * 8
+            var i = 0
+            while i < whole {
+                let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
+                lanes += SIMD8<Double>(v)
+                i += 8
+            }
+            var s = lanes.sum()
+            while i < rowLength { s += Double(row[i]); i += 1 }
             out[r] = Float(s)
         }
     }

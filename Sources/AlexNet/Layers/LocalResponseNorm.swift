@@ -14,13 +14,6 @@ public struct LocalResponseNorm: Sendable {
     /// Pixels processed together: a block of every channel of the group stays in L1/L2.
     static let block = 512
 
-    /// s^(−β), with the paper's β = 0.75 done by two square roots.
-    @inline(__always)
-    func inversePower(_ s: Float) -> Float {
-        if beta == 0.75 { let r = s.squareRoot(); return 1 / (r * r.squareRoot()) }
-        return powf(s, -beta)
-    }
-
     /// input, scale and output are (channels, pixels): `pixels` = N·H·W for a channel-major map.
     /// Channels form groups of `groupChannels` (one tower each); the window never leaves its group.
     public func forward(input a: UnsafePointer<Float>, channels: Int, groupChannels: Int, pixels: Int,
@@ -38,10 +31,18 @@ public struct LocalResponseNorm: Sendable {
                         let xj = a + j * pixels
                         for q in q0..<q1 { s[q] += xj[q] * xj[q] }
                     }
-                    for q in q0..<q1 {
-                        let sq = k + alpha * s[q]
-                        s[q] = sq
-                        y[q] = x[q] * inversePower(sq)
+                    if beta == 0.75 {
+                        for q in q0..<q1 {
+                            let sq = k + alpha * s[q], r = sq.squareRoot()
+                            s[q] = sq
+                            y[q] = x[q] / (r * r.squareRoot())
+                        }
+                    } else {
+                        for q in q0..<q1 {
+                            let sq = k + alpha * s[q]
+                            s[q] = sq
+                            y[q] = x[q] * powf(sq, -beta)
+                        }
                     }
                 }
             }
@@ -74,14 +75,18 @@ public struct LocalResponseNorm: Sendable {
                         let r = ratio + i * Self.block
                         for q in 0..<width { g[q] += r[q] }
                     }
-                    if throughReLU {
+                    // dy·s^−β − 2αβ·a·Σ, then the ReLU mask: branch-free so that it vectorises.
+                    let mask: Float = throughReLU ? 0 : -Float.infinity
+                    if beta == 0.75 {
                         for q in 0..<width {
-                            let v = dy[o + q] * inversePower(scale[o + q]) - factor * a[o + q] * g[q]
-                            g[q] = a[o + q] > 0 ? v : 0
+                            let sq = scale[o + q], r = sq.squareRoot()
+                            let v = dy[o + q] / (r * r.squareRoot()) - factor * a[o + q] * g[q]
+                            g[q] = a[o + q] > mask ? v : 0
                         }
                     } else {
                         for q in 0..<width {
-                            g[q] = dy[o + q] * inversePower(scale[o + q]) - factor * a[o + q] * g[q]
+                            let v = dy[o + q] * powf(scale[o + q], -beta) - factor * a[o + q] * g[q]
+                            g[q] = a[o + q] > mask ? v : 0
                         }
                     }
                 }

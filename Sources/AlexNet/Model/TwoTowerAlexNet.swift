@@ -13,6 +13,8 @@ public final class TwoTowerAlexNet {
     /// Called during backward as soon as a layer's weight and bias gradients are final, with their range in
     /// `parameters.gradients` (last layers first): data parallelism starts their allreduce there.
     public var gradientsReady: ((Range<Int>) -> Void)? = nil
+    /// Called between the im2col chunks of the conv layers' backward: lets communication in flight progress.
+    public var progress: (() -> Void)? = nil
     public let towers: Range<Int>
 
     // Layers. Every conv/fc layer has one part per local tower.
@@ -258,21 +260,21 @@ public final class TwoTowerAlexNet {
             pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5, reluInput: a5)
             conv5.backward(input: a4, batch: N, weight: w("conv5.weight"), outputGradient: da5,
                            weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
-                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient)
+                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv5")
         clock.time(.conv4, .backward) {
             ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169)
             conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
                            weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
-                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient)
+                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv4")
         clock.time(.conv3, .backward) {
             ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169)
             conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
                            weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
-                           inputGradients: partials3, col: col, colGradient: colGradient)
+                           inputGradients: partials3, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv3")
         try clock.time(.conv3, .exchange) {
@@ -284,7 +286,7 @@ public final class TwoTowerAlexNet {
                          pixels: N * 729, inputGradient: da2, throughReLU: true)
             conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: da2,
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
-                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient)
+                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv2")
         clock.time(.conv1, .backward) {
@@ -293,7 +295,7 @@ public final class TwoTowerAlexNet {
                          pixels: N * 3025, inputGradient: da1, throughReLU: true)
             conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: da1,
                            weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
-                           inputGradients: nil, col: col, colGradient: colGradient)
+                           inputGradients: nil, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv1")
     }
