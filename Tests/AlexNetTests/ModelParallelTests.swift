@@ -82,7 +82,8 @@ final class ModelParallelTests: XCTestCase {
             let r = mpirun(["-np", "2", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "50", "--threads", "1",
                             "--debug-fail-rank", "1", "--debug-fail-step", "\(step)", "--debug-fail-kind", kind], timeout: 60)
             XCTAssertNotEqual(r.status, 0, "\(kind): the job should fail")
-            XCTAssertLessThan(r.seconds, 20, "\(kind): the job took \(r.seconds) s to stop")
+            // The failure comes a second or two after start-up; the whole job must be over within 10 s of it.
+            XCTAssertLessThan(r.seconds, 12, "\(kind): the job took \(r.seconds) s to stop")
             let text = r.out + r.err
             XCTAssertTrue(text.contains("rank 1"), "\(kind): the failed rank is not named:\n\(text)")
             if kind == "error" { XCTAssertTrue(text.contains("injected failure"), text) }
