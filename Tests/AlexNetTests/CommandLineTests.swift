@@ -11,19 +11,9 @@ final class CommandLineTests: XCTestCase {
     /// Acceptance: train --data … --init-from … --save … --no-augment --dropout 0 --steps 2 reproduces PyTorch's two updates.
     func testFixtureThroughTheCommandLine() throws {
         let out = Paths.temporaryDirectory("cli-fixture") + "/after.safetensors"
-        let r = runProcess(Paths.binary, ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors",
-                                   "--save", out, "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4",
-                                   "--width", "0.125", "--classes", "10", "--threads", "1"])
+        let r = runProcess(Paths.binary, Fixture.trainArguments(saveTo: out))
         XCTAssertEqual(r.status, 0, r.err)
-        let mine = try SafetensorsFile(path: out)
-        let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
-        let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
-        for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
-            let w0 = try start.readAll(name).values
-            let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
-            let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
-            XCTAssertLessThan(relativeError(update, reference), 1e-3, name)
-        }
+        try Fixture.assertTwoUpdatesMatchPyTorch(out, "one process")
         XCTAssertTrue(r.out.contains("conv1"), "start-up table missing")
         XCTAssertTrue(r.out.contains("done:"), "summary missing")
     }
@@ -36,7 +26,7 @@ final class CommandLineTests: XCTestCase {
         let f64 = dir + "/f64"
         try FileManager.default.createDirectory(atPath: f64, withIntermediateDirectories: true)
         try [Double](repeating: 0, count: n * plane).withUnsafeBytes {
-            try writeRawNpy(f64 + "/images.npy", descr: "<f8", shape: [n, 3, 227, 227], bytes: $0)
+            try NpyArray.write(path: f64 + "/images.npy", descr: "<f8", shape: [n, 3, 227, 227], bytes: $0)
         }
         try [Int64](repeating: 0, count: n).withUnsafeBytes { try NpyArray.write(path: f64 + "/labels.npy", dtype: .int64, shape: [n], bytes: $0) }
         let range = dir + "/range"
@@ -76,13 +66,4 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
-    func writeRawNpy(_ path: String, descr: String, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
-        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (" + shape.map(String.init).joined(separator: ", ") + "), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-        d.append(header.data(using: .utf8)!)
-        d.append(contentsOf: bytes)
-        try d.write(to: URL(fileURLWithPath: path))
-    }
 }

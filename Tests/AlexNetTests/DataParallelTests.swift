@@ -57,19 +57,9 @@ final class DataParallelTests: XCTestCase {
     func testFixtureUnderDataAndHybridParallelism() throws {
         for (mode, n) in [("data", 2), ("hybrid", 4)] {
             let out = Paths.temporaryDirectory("fixture-\(mode)") + "/after.safetensors"
-            let r = mpirun(["-np", "\(n)", Paths.binary, "train", "--mode", mode, "--data", Paths.fixture,
-                            "--init-from", Paths.fixture + "/weights.safetensors", "--save", out, "--no-augment", "--dropout", "0",
-                            "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"])
+            let r = mpirun(["-np", "\(n)", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", mode])
             XCTAssertEqual(r.status, 0, "\(mode): " + r.err + r.out)
-            let mine = try SafetensorsFile(path: out)
-            let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
-            let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
-            for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
-                let w0 = try start.readAll(name).values
-                let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
-                let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
-                XCTAssertLessThan(relativeError(update, reference), 1e-3, "\(mode): \(name)")
-            }
+            try Fixture.assertTwoUpdatesMatchPyTorch(out, mode)
         }
     }
 

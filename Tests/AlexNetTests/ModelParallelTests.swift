@@ -61,19 +61,9 @@ final class ModelParallelTests: XCTestCase {
     /// Acceptance: the PyTorch fixture reproduces through the CLI under mpirun -np 2 --mode model.
     func testFixtureUnderModelParallelism() throws {
         let out = Paths.temporaryDirectory("mp-fixture") + "/after.safetensors"
-        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "model", "--data", Paths.fixture,
-                        "--init-from", Paths.fixture + "/weights.safetensors", "--save", out, "--no-augment", "--dropout", "0",
-                        "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"])
+        let r = mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "model"])
         XCTAssertEqual(r.status, 0, r.err + r.out)
-        let mine = try SafetensorsFile(path: out)
-        let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
-        let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
-        for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
-            let w0 = try start.readAll(name).values
-            let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
-            let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
-            XCTAssertLessThan(relativeError(update, reference), 1e-3, name)
-        }
+        try Fixture.assertTwoUpdatesMatchPyTorch(out, "model parallel")
     }
 
     /// Acceptance: a rank that fails (an error, or killed) stops the other within seconds; the message names it.

@@ -5,14 +5,7 @@ import XCTest
 
 final class NpyTests: XCTestCase {
     func writeNpy(_ path: String, descr: String, shape: [Int], bytes: [UInt8]) throws {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-        d.append(header.data(using: .utf8)!)
-        d.append(contentsOf: bytes)
-        try d.write(to: URL(fileURLWithPath: path))
+        try bytes.withUnsafeBytes { try NpyArray.write(path: path, descr: descr, shape: shape, bytes: $0) }
     }
 
     func dataset(images: (String, [Int]), labels: (String, [Int], [Int64]), name: String) throws -> String {

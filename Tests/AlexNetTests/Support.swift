@@ -64,3 +64,24 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
     let err = (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? ""
     return (p.terminationStatus, out, err)
 }
+
+/// The PyTorch fixture through the command line: two SGD steps on its four images, checked as updates.
+enum Fixture {
+    static func trainArguments(saveTo out: String) -> [String] {
+        ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors", "--save", out,
+         "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"]
+    }
+
+    /// The weights in `path` minus the fixture's starting weights equal PyTorch's two updates (relative error < 1e-3).
+    static func assertTwoUpdatesMatchPyTorch(_ path: String, _ label: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let mine = try SafetensorsFile(path: path)
+        let start = try SafetensorsFile(path: Paths.fixture + "/weights.safetensors")
+        let expected = try SafetensorsFile(path: Paths.fixture + "/expected.safetensors")
+        for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
+            let w0 = try start.readAll(name).values
+            let update = zip(try mine.readAll(name).values, w0).map { $0 - $1 }
+            let reference = zip(try expected.readAll("step2." + name).values, w0).map { $0 - $1 }
+            XCTAssertLessThan(relativeError(update, reference), 1e-3, "\(label): \(name)", file: file, line: line)
+        }
+    }
+}

@@ -82,10 +82,15 @@ public struct NpyArray {
         }
     }
 
-    /// Writes a C-order array (used by tests and tools that make small datasets).
+    /// Writes a C-order array (export-embedded, and tests that make small datasets).
     public static func write(path: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        try write(path: path, descr: dtype.rawValue, shape: shape, bytes: bytes)
+    }
+
+    /// Writes a C-order array of any NumPy type string (tests use it to make files this reader must refuse).
+    public static func write(path: String, descr: String, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '\(dtype.rawValue)', 'fortran_order': False, 'shape': \(shapeText), }"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
         while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
         header += "\n"
         var out = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
