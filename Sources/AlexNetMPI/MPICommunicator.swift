@@ -110,6 +110,11 @@ public final class MPICommunicator: @unchecked Sendable {
         return out
     }
 
+    /// Smallest of a Double over the ranks.
+    public func minimum(_ value: Double) throws -> Double {
+        -(try maximum(-value))
+    }
+
     /// Starts an in-place sum of `count` floats over the ranks (MPI_Iallreduce); finish it with `waitAll`.
     public func startSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws -> MPI_Request? {
         var request: MPI_Request? = nil

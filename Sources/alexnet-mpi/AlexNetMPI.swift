@@ -331,9 +331,11 @@ struct Train: ParsableCommand {
         if let a = reduced, let sync = synchroniser {
             let steps = max(1, s.steps - trainer.firstStep)
             let blocking = try sync.allreduce.measureBlockingSeconds()
-            let exposed = try sync.group.maximum(a.exposed / Double(steps))
-            Launch.say(String(format: "gradient allreduce: %@ B a step over %d replicas; exposed wait %.1f ms a step against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
-                              LayerTable.grouped(4 * a.floats / steps), sync.group.size, 1e3 * exposed, 1e3 * blocking,
+            // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
+            let exposed = try sync.group.minimum(a.exposed / Double(steps))
+            let longest = try sync.group.maximum(a.exposed / Double(steps))
+            Launch.say(String(format: "gradient allreduce: %@ B a step over %d replicas; exposed wait %.1f ms a step (the last replica to arrive; %.1f ms for the first, which also waits for the others) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
+                              LayerTable.grouped(4 * a.floats / steps), sync.group.size, 1e3 * exposed, 1e3 * longest, 1e3 * blocking,
                               100 * max(0, 1 - exposed / max(blocking, 1e-9))))
         }
         if let m = measured, let world = Launch.world {
@@ -405,13 +407,13 @@ struct Bench: ParsableCommand {
             whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
             whole.sgemmGflops = totalGflops
             var text = Benchmark.report(whole, settings: s, extra: [
-                "exchange_fraction": (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
-                "exchange_waiting_fraction": figures.0 / (r.stepSeconds * Double(s.steps)),
+                "exchange_fraction": (figures.0 + figures.1) / (r.meanStepSeconds * Double(s.steps)),
+                "exchange_waiting_fraction": figures.0 / (r.meanStepSeconds * Double(s.steps)),
                 "exchange_bytes_per_step": Double(4 * figures.2 / s.steps),
             ])
             text = String(format: "model parallel, %@; rank 0: exchange %.1f%% of step time (waiting %.1f%%, moving %.1f%%), %@ B sent a step\n",
-                          s.workers, 100 * (figures.0 + figures.1) / (r.stepSeconds * Double(s.steps)),
-                          100 * figures.0 / (r.stepSeconds * Double(s.steps)), 100 * figures.1 / (r.stepSeconds * Double(s.steps)),
+                          s.workers, 100 * (figures.0 + figures.1) / (r.meanStepSeconds * Double(s.steps)),
+                          100 * figures.0 / (r.meanStepSeconds * Double(s.steps)), 100 * figures.1 / (r.meanStepSeconds * Double(s.steps)),
                           LayerTable.grouped(4 * figures.2 / s.steps)) + text
             Launch.say(text)
         case .data, .hybrid:
@@ -447,16 +449,18 @@ struct Bench: ParsableCommand {
             whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
             whole.sgemmGflops = totalGflops
             let steps = Double(s.steps)
-            let exposed = try group.maximum(figures.exposed / steps)
+            // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
+            let exposed = try group.minimum(figures.exposed / steps)
+            let longest = try group.maximum(figures.exposed / steps)
             let hidden = max(0, 1 - exposed / max(blocking, 1e-9))
             var extra: [String: Any] = [
                 "allreduce_bytes_per_step": Double(4 * figures.floats) / steps, "allreduce_exposed_ms": 1e3 * exposed,
-                "allreduce_blocking_ms": 1e3 * blocking, "allreduce_hidden_fraction": hidden, "mode": mode.rawValue,
+                "allreduce_blocking_ms": 1e3 * blocking, "allreduce_longest_wait_ms": 1e3 * longest, "allreduce_hidden_fraction": hidden, "mode": mode.rawValue,
             ]
-            if exchange != nil { extra["exchange_fraction"] = figures.exchange / (r.stepSeconds * steps) }
-            let head = String(format: "%@ parallel, %@, %d images a replica: gradient allreduce %.1f MB a step over %d replicas; exposed wait %.1f ms against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward\n",
+            if exchange != nil { extra["exchange_fraction"] = figures.exchange / (r.meanStepSeconds * steps) }
+            let head = String(format: "%@ parallel, %@, %d images a replica: gradient allreduce %.1f MB a step over %d replicas; exposed wait %.1f ms (last replica to arrive; first: %.1f ms) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward\n",
                               mode == .hybrid ? "hybrid" : "data", s.workers, batch / pairs, Double(4 * figures.floats) / steps / 1e6,
-                              group.size, 1e3 * exposed, 1e3 * blocking, 100 * hidden)
+                              group.size, 1e3 * exposed, 1e3 * longest, 1e3 * blocking, 100 * hidden)
             Launch.say(head + Benchmark.report(whole, settings: s, extra: extra))
         }
     }

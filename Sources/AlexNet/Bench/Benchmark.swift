@@ -21,7 +21,8 @@ public struct BenchmarkSettings: Sendable {
 
 public struct BenchmarkResult: Sendable {
     public var sgemmGflops: Double
-    public var stepSeconds: Double
+    public var stepSeconds: Double          // the fastest timed step
+    public var meanStepSeconds: Double
     public var imagesPerSecond: Double
     public var limitImagesPerSecond: Double
     public var fraction: Double { imagesPerSecond / limitImagesPerSecond }
@@ -75,24 +76,38 @@ public enum Benchmark {
         for k in 0..<s.warmupSteps { try step(k) }
         for m in replica.models { m.clock.reset() }
         afterWarmup()
+        // The machine is shared: both sides of the ratio take their best — the fastest step, and the fastest sgemm
+        // measured before and after the steps (the mean step is reported too).
+        var fastest = Double.infinity
         let t0 = PhaseClock.now()
-        for k in 0..<s.steps { try step(s.warmupSteps + k) }
-        let seconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
+        for k in 0..<s.steps {
+            let ts = PhaseClock.now()
+            try step(s.warmupSteps + k)
+            fastest = min(fastest, Double(PhaseClock.now() - ts) * 1e-9)
+        }
+        let meanSeconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
         afterTimed()
+        Blas.setThreads(s.threads)
+        let gflopsAfter = sgemmGflops()
+        Blas.setThreads(perTower)
+        let seconds = fastest
         var stages: [Stage: [Phase: Double]] = [:]
         for st in Stage.allCases {
             for ph in Phase.allCases { stages[st, default: [:]][ph] = replica.clock.seconds(st, ph) / Double(s.steps) }
         }
-        return BenchmarkResult(sgemmGflops: gflops, stepSeconds: seconds, imagesPerSecond: Double(s.batch) / seconds,
-                               limitImagesPerSecond: gflops * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
+        let peak = max(gflops, gflopsAfter)
+        return BenchmarkResult(sgemmGflops: peak, stepSeconds: seconds, meanStepSeconds: meanSeconds,
+                               imagesPerSecond: Double(s.batch) / seconds,
+                               limitImagesPerSecond: peak * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
     }
 
     public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings, extra: [String: Any] = [:]) -> String {
         var lines: [String] = []
-        lines.append(String(format: "OpenBLAS sgemm (2048³, %@): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
+        lines.append(String(format: "OpenBLAS sgemm (2048³, %@, best before/after the steps): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
                             s.workers, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
-        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): %.1f ms  →  %.2f images/s  =  %.1f%% of the limit",
-                            s.model.width, s.model.classes, s.batch, s.workers, r.stepSeconds * 1e3, r.imagesPerSecond, 100 * r.fraction))
+        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): fastest of %d %.1f ms (mean %.1f)  →  %.2f images/s  =  %.1f%% of the limit",
+                            s.model.width, s.model.classes, s.batch, s.workers, s.steps, r.stepSeconds * 1e3, r.meanStepSeconds * 1e3,
+                            r.imagesPerSecond, 100 * r.fraction))
         lines.append("ms per step (" + (s.ranks > 1 ? "rank 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
         lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
@@ -104,7 +119,7 @@ public enum Benchmark {
         var json: [String: Any] = [
             "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,
             "sgemm_gflops": r.sgemmGflops, "limit_images_per_second": r.limitImagesPerSecond,
-            "step_ms": r.stepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
+            "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
             "classes": s.model.classes,
         ]
         for (k, v) in extra { json[k] = v }
