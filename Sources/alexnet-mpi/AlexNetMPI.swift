@@ -223,6 +223,11 @@ struct Train: ParsableCommand {
         }
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
+        if mode != .single, let world = Launch.world {
+            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
+                throw RefusedBeforeWork(message: e.description)   // every rank sees the same difference: all exit
+            }
+        }
         var exchange: MPITowerExchange? = nil
         var synchroniser: ReplicaSynchroniser? = nil
         let trainer: Trainer
@@ -235,9 +240,6 @@ struct Train: ParsableCommand {
             trainer = try Trainer(settings: s, data: splits)
         case .model:
             let world = Launch.world!
-            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
-                throw RefusedBeforeWork(message: e.description)   // every rank sees the same difference: all exit
-            }
             Launch.say("alexnet-mpi train: model parallel, 2 ranks, rank t holds tower t, \(threads) thread\(threads == 1 ? "" : "s") a rank")
             Launch.say("data: \(splits.description)")
             Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: true, batch: batch))
@@ -252,9 +254,6 @@ struct Train: ParsableCommand {
             }
         case .data, .hybrid:
             let world = Launch.world!
-            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
-                throw RefusedBeforeWork(message: e.description)
-            }
             let pairs = mode == .hybrid ? world.size / 2 : world.size
             let replicaIndex = mode == .hybrid ? world.rank / 2 : world.rank
             s.shard = (replicaIndex, pairs)
@@ -266,10 +265,10 @@ struct Train: ParsableCommand {
             let group: MPICommunicator
             var pairCommunicator: MPICommunicator? = nil
             if mode == .hybrid {
-                let pair = try world.split(color: replicaIndex, key: world.rank % 2)
-                group = try world.split(color: world.rank % 2, key: replicaIndex)
-                pairCommunicator = pair
-                let pairExchange = MPITowerExchange(pair: pair)
+                let hybrid = try HybridCommunicators(world: world)
+                group = hybrid.towerGroup
+                pairCommunicator = hybrid.pair
+                let pairExchange = MPITowerExchange(pair: hybrid.pair)
                 exchange = pairExchange
                 replica = Replica(config: s.model, maxBatch: s.localBatch, exchange: pairExchange)
                 Launch.say("alexnet-mpi train: hybrid, \(world.size) ranks = \(pairs) data-parallel replicas of a model-parallel pair (rank 2r + t holds tower t of replica r), \(threads) thread\(threads == 1 ? "" : "s") a rank")
@@ -426,9 +425,9 @@ struct Bench: ParsableCommand {
             let replica: Replica, group: MPICommunicator
             var exchange: MPITowerExchange? = nil
             if mode == .hybrid {
-                let pair = try world.split(color: world.rank / 2, key: world.rank % 2)
-                group = try world.split(color: world.rank % 2, key: world.rank / 2)
-                exchange = MPITowerExchange(pair: pair)
+                let hybrid = try HybridCommunicators(world: world)
+                group = hybrid.towerGroup
+                exchange = MPITowerExchange(pair: hybrid.pair)
                 replica = Replica(config: s.model, maxBatch: batch / pairs, exchange: exchange!)
             } else {
                 group = world
