@@ -161,6 +161,10 @@ struct Train: ParsableCommand {
     var save: String?
     @Option(name: .customLong("loss-log"), help: "Write each step's loss (step and value, one a line) to this file.")
     var lossLog: String?
+    @Option(name: .customLong("save-every"), help: "Also write --save every N steps, so a crash loses at most N steps (0: only at the end).")
+    var saveEvery: Int = 0
+    @Flag(name: .customLong("ten-crop"), help: "Held-out accuracy from the paper's ten views (four corners and the centre, and their mirrors), softmax averaged.")
+    var tenCrop = false
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
     @OptionGroup var threadOptions: ThreadOptions
@@ -181,6 +185,8 @@ struct Train: ParsableCommand {
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
         guard checkWeightsEvery >= 0 else { throw ValidationError("--check-weights-every must not be negative") }
+        guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
+        if saveEvery > 0 && save == nil { throw ValidationError("--save-every needs --save FILE") }
         if resume != nil && initFrom != nil { throw ValidationError("give --resume or --init-from, not both") }
     }
 
@@ -216,6 +222,7 @@ struct Train: ParsableCommand {
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
         s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
         s.initFrom = initFrom; s.save = save; s.lossLog = lossLog; s.resume = resume
+        s.saveEvery = saveEvery; s.tenCrop = tenCrop
         s.layout = layout
         s.dataThreads = threads
         guard batch <= splits.train.count else {
@@ -351,7 +358,7 @@ struct Train: ParsableCommand {
         }
         Launch.say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
                           s.steps, r.seconds, r.imagesPerSecond, r.trainLoss,
-                          splits.heldOutIsTrainingSet ? "training-set" : "held-out", 100 * r.top1, 100 * r.top5))
+                          (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5))
     }
 }
 

@@ -67,3 +67,21 @@ final class CommandLineTests: XCTestCase {
     }
 
 }
+
+final class SaveEveryTests: XCTestCase {
+    /// A run that fails late keeps what --save-every wrote: the checkpoint of the last multiple, resumable.
+    func testACrashLosesAtMostSaveEverySteps() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
+        let path = Paths.temporaryDirectory("save-every") + "/run.safetensors"
+        let r = runProcess(Paths.binary, ["train", "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
+                                          "--save", path, "--save-every", "5", "--debug-fail-rank", "0", "--debug-fail-step", "11"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("injected failure at step 11"), r.err)
+        let state = try Checkpoint.load(path, into: ParameterStore(config: ModelConfig(width: 0.125, classes: 10), towers: 0..<2))
+        XCTAssertEqual(state?.step, 10)
+        let resumed = runProcess(Paths.binary, ["train", "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
+                                                "--resume", path])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertTrue(resumed.out.contains("resuming") && resumed.out.contains("step    12/12"), resumed.out)
+    }
+}

@@ -97,9 +97,18 @@ public final class BatchAssembler: @unchecked Sendable {
         return ([a[0], a[4], a[8]], v)
     }
 
+    /// One of the paper's ten test views: the centre or a corner 227 crop, mirrored or not.
+    public struct View: Sendable {
+        public enum Place: Int, CaseIterable, Sendable { case centre, topLeft, topRight, bottomLeft, bottomRight }
+        public var place: Place
+        public var mirrored: Bool
+        public init(place: Place, mirrored: Bool) { self.place = place; self.mirrored = mirrored }
+        public static let ten: [View] = Place.allCases.flatMap { p in [View(place: p, mirrored: false), View(place: p, mirrored: true)] }
+    }
+
     /// Fills x (3, N, 227, 227) and returns the labels. `augment`: random crop, flip and colour noise drawn from
-    /// (seed, epoch, dataset index); otherwise the centre crop.
-    public func assemble(_ dataset: ImageDataset, indices: [Int], epoch: Int, augment: Bool,
+    /// (seed, epoch, dataset index); otherwise `view` (default: the centre crop, not mirrored).
+    public func assemble(_ dataset: ImageDataset, indices: [Int], epoch: Int, augment: Bool, view: View? = nil,
                          into x: UnsafeMutablePointer<Float>) -> [Int32] {
         let N = indices.count, size = ModelConfig.inputSize, plane = size * size
         let channelStride = N * plane
@@ -115,6 +124,16 @@ public final class BatchAssembler: @unchecked Sendable {
                 case .pixels(let h, let w):
                     dataset.pixels(index, into: buffer!)
                     var top = (h - size) / 2, left = (w - size) / 2, flip = false
+                    if let v = view {
+                        switch v.place {
+                        case .centre: break
+                        case .topLeft: top = 0; left = 0
+                        case .topRight: top = 0; left = w - size
+                        case .bottomLeft: top = h - size; left = 0
+                        case .bottomRight: top = h - size; left = w - size
+                        }
+                        flip = v.mirrored
+                    }
                     var shift: [Float] = [0, 0, 0]
                     if augment {
                         let key = UInt64(epoch), i = UInt64(index)

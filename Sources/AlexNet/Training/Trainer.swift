@@ -18,6 +18,8 @@ public struct TrainingSettings: Sendable {
     public var dataThreads = 1                      // threads that assemble batches
     public var lossLog: String? = nil               // file that receives each step's loss, one a line
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
+    public var saveEvery = 0                        // also write --save every this many steps (0: only at the end)
+    public var tenCrop = false                      // evaluate on 10 crops (corners, centre, and their mirrors)
     /// Data parallelism: this replica is shard `index` of `count`, and takes that share of every global batch.
     public var shard = (index: 0, count: 1)
     public var localBatch: Int { batch / shard.count }
@@ -139,14 +141,31 @@ public final class Trainer {
         let set = data.heldOut, total = min(set.count, limit ?? set.count)
         let lo = total * settings.shard.index / settings.shard.count, hi = total * (settings.shard.index + 1) / settings.shard.count
         var hits1 = 0, hits5 = 0, done = lo
+        let classes = settings.model.classes
+        // Ten views (corners, centre, mirrored) average their softmax; tensors are already 227 × 227: one view.
+        let views: [BatchAssembler.View?] = settings.tenCrop && set.storage != .tensors ? BatchAssembler.View.ten : [nil]
+        var scores = [Float](repeating: 0, count: classes * settings.localBatch)
         while done < hi {
             let n = min(settings.localBatch, hi - done)
-            let labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, into: input)
-            let logits = try replica.evaluate(input: input, batch: n)
-            for i in 0..<n {
-                let label = Int(labels[i])
-                if SoftmaxCrossEntropy.inTopK(logits: logits, classes: settings.model.classes, batch: n, image: i, label: label, k: 1) { hits1 += 1 }
-                if SoftmaxCrossEntropy.inTopK(logits: logits, classes: settings.model.classes, batch: n, image: i, label: label, k: 5) { hits5 += 1 }
+            var labels: [Int32] = []
+            scores.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            for view in views {
+                labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, view: view, into: input)
+                let logits = try replica.evaluate(input: input, batch: n)
+                for i in 0..<n {   // softmax of image i, added to its scores
+                    var m = -Float.infinity
+                    for c in 0..<classes { m = max(m, logits[c * n + i]) }
+                    var sum: Float = 0
+                    for c in 0..<classes { sum += expf(logits[c * n + i] - m) }
+                    for c in 0..<classes { scores[c * n + i] += expf(logits[c * n + i] - m) / sum }
+                }
+            }
+            scores.withUnsafeBufferPointer { p in
+                for i in 0..<n {
+                    let label = Int(labels[i])
+                    if SoftmaxCrossEntropy.inTopK(logits: p.baseAddress!, classes: classes, batch: n, image: i, label: label, k: 1) { hits1 += 1 }
+                    if SoftmaxCrossEntropy.inTopK(logits: p.baseAddress!, classes: classes, batch: n, image: i, label: label, k: 5) { hits5 += 1 }
+                }
             }
             done += n
         }
@@ -171,6 +190,9 @@ public final class Trainer {
             let loss = try trainStep(step, cache: &cache)
             summary.losses.append(loss)
             lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
+            if let path = settings.save, settings.saveEvery > 0, (step + 1) % settings.saveEvery == 0, step + 1 < settings.steps {
+                try saveCheckpoint(path, step: step + 1)   // a crash later loses at most saveEvery steps
+            }
             let now = PhaseClock.now()
             let elapsed = Double(now - start) * 1e-9
             if step == settings.steps - 1 || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
