@@ -82,7 +82,7 @@ enum ParallelMode: String, ExpressibleByArgument, CaseIterable {
 
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Threads a process uses for OpenBLAS and its loops (default: the cores it may run on). Under mpirun with one rank a core, that is 1.",
+    @Option(help: ArgumentHelp("Threads a process uses for OpenBLAS and its loops (default: the cores it may run on, from its CPU affinity: under mpirun's default binding of 2 ranks on 2 cores, 1).",
                                valueName: "n"))
     var threads: Int?
 
@@ -93,7 +93,7 @@ struct ThreadOptions: ParsableArguments {
     /// Sets BLAS and loop threads and returns (threads, layout). With two or more threads in a process that holds
     /// both towers, each tower runs on its own thread with half of them: no BLAS worker spins against the loops.
     func apply(holdsBothTowers: Bool) -> (threads: Int, layout: ReplicaLayout) {
-        let n = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let n = threads ?? Parallel.availableCores
         let layout: ReplicaLayout = holdsBothTowers && n >= 2 ? .threadedTowers : .sequential
         let perTower = layout == .threadedTowers ? max(1, n / 2) : n
         Blas.setThreads(perTower)

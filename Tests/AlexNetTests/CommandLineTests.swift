@@ -85,3 +85,15 @@ final class SaveEveryTests: XCTestCase {
         XCTAssertTrue(resumed.out.contains("resuming") && resumed.out.contains("step    12/12"), resumed.out)
     }
 }
+
+final class ThreadDefaultTests: XCTestCase {
+    /// --threads defaults to the cores the process may run on (its affinity), as under mpirun's binding.
+    func testDefaultThreadsFollowTheAffinity() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset"), "taskset (util-linux) is missing")
+        let r = runProcess("/usr/bin/taskset", ["-c", "0", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("both towers, 1 thread"), r.out)
+        XCTAssertEqual(Parallel.availableCores, min(Parallel.availableCores, ProcessInfo.processInfo.activeProcessorCount))
+    }
+}
