@@ -1,6 +1,7 @@
 // The points where the two towers trade feature maps or gradients, behind one small protocol.
 // Layers never see a transport: the model calls these two operations, an implementation moves the bytes.
-// `LocalTowerExchange` serves a process that holds both towers; the MPI one (its own module) serves one tower a rank.
+// `LocalTowerExchange` serves one thread that holds both towers, `ThreadTowerExchange` a tower a thread, and
+// `MPITowerExchange` (module AlexNetMPI) a tower a rank.
 
 public enum ExchangePoint: Int, CaseIterable, Sendable {
     case conv3Input, fc6Input, fc7Input, fc8Input, logits                 // forward: all-gather of tower halves
