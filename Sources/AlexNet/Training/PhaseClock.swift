@@ -1,4 +1,4 @@
-// Wall-clock time per layer and phase (forward, backward, exchange), and bytes moved, accumulated over steps.
+// Wall-clock time per layer and phase (forward, backward, exchange), accumulated over steps.
 import Dispatch
 
 public enum Stage: Int, CaseIterable, Sendable {
@@ -13,7 +13,6 @@ public enum Phase: Int, CaseIterable, Sendable {
 
 public final class PhaseClock: @unchecked Sendable {
     public private(set) var seconds = [Double](repeating: 0, count: Stage.allCases.count * Phase.allCases.count)
-    public var exchangeBytes: Int = 0
 
     public init() {}
 
@@ -35,6 +34,5 @@ public final class PhaseClock: @unchecked Sendable {
 
     public func reset() {
         seconds = [Double](repeating: 0, count: seconds.count)
-        exchangeBytes = 0
     }
 }

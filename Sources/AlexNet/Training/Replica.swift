@@ -9,6 +9,9 @@ public enum ReplicaLayout: Sendable {
     case threadedTowers
 }
 
+/// A result handed from a worker thread to the thread that waits for it (behind a semaphore).
+final class Outcome<T>: @unchecked Sendable { var result: Result<T, Error>? = nil }
+
 public final class Replica {
     public let config: ModelConfig
     public let models: [TwoTowerAlexNet]
@@ -41,12 +44,13 @@ public final class Replica {
     /// Runs body(model) for every model, concurrently when there are two; a failure on one releases the other.
     func onEveryModel<T>(_ body: @escaping (TwoTowerAlexNet) throws -> T) throws -> T {
         if models.count == 1 { return try body(models[0]) }
-        var second: Result<T, Error>? = nil
+        // Tower 1 runs on a worker thread; its result is read only after the semaphore says it is written.
+        let second = Outcome<T>()
         let done = DispatchSemaphore(value: 0)
         let worker = Thread { [models, threadExchanges] in
-            do { second = .success(try body(models[1])) } catch {
+            do { second.result = .success(try body(models[1])) } catch {
                 threadExchanges[1].abandon("\(error)")
-                second = .failure(error)
+                second.result = .failure(error)
             }
             done.signal()
         }
@@ -59,7 +63,7 @@ public final class Replica {
         }
         done.wait()
         if case .failure = first { threadExchanges[0].resetAfterFailure() }
-        if case .failure(let e) = second { threadExchanges[1].resetAfterFailure(); if case .success = first { throw e } }
+        if case .failure(let e) = second.result { threadExchanges[1].resetAfterFailure(); if case .success = first { throw e } }
         return try first.get()
     }
 
