@@ -225,9 +225,6 @@ struct Train: ParsableCommand {
         s.saveEvery = saveEvery; s.tenCrop = tenCrop
         s.layout = layout
         s.dataThreads = threads
-        guard batch <= splits.train.count else {
-            throw AlexNetError("--batch \(batch) is larger than the training set (\(splits.train.count) images in \(splits.train.name)); use --batch \(splits.train.count) or less")
-        }
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
         if mode != .single, let world = Launch.world {

@@ -31,3 +31,16 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
         XCTAssertFalse(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 1, k: 5))
     }
 }
+
+final class SoftmaxProbabilityTests: XCTestCase {
+    /// addProbabilities adds each column's softmax: columns sum to 1 per call, and match exp(z)/Σexp(z).
+    func testAddsEachImagesSoftmax() {
+        let z: [Float] = [1, 0, 2, 5, 3, -1]   // 3 classes × 2 images, (classes, N)
+        var scores = [Float](repeating: 1, count: 6)
+        scores.withUnsafeMutableBufferPointer { SoftmaxCrossEntropy.addProbabilities(logits: z, classes: 3, batch: 2, to: $0.baseAddress!) }
+        for n in 0..<2 {
+            let e = (0..<3).map { expf(z[$0 * 2 + n]) }, total = e.reduce(0, +)
+            for c in 0..<3 { XCTAssertEqual(scores[c * 2 + n], 1 + e[c] / total, accuracy: 1e-6) }
+        }
+    }
+}

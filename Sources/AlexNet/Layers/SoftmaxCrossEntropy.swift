@@ -24,6 +24,18 @@ public enum SoftmaxCrossEntropy {
         return total
     }
 
+    /// scores (classes, N) += softmax of each image's logits (ten-crop evaluation averages views this way).
+    public static func addProbabilities(logits: UnsafePointer<Float>, classes: Int, batch: Int,
+                                        to scores: UnsafeMutablePointer<Float>) {
+        for n in 0..<batch {
+            var m = -Float.infinity
+            for c in 0..<classes { m = max(m, logits[c * batch + n]) }
+            var sum: Float = 0
+            for c in 0..<classes { sum += expf(logits[c * batch + n] - m) }
+            for c in 0..<classes { scores[c * batch + n] += expf(logits[c * batch + n] - m) / sum }
+        }
+    }
+
     /// Whether the label is among the `k` largest logits of image n (ties count against).
     public static func inTopK(logits: UnsafePointer<Float>, classes: Int, batch: Int, image n: Int, label: Int, k: Int) -> Bool {
         let target = logits[label * batch + n]

@@ -152,12 +152,8 @@ public final class Trainer {
             for view in views {
                 labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, view: view, into: input)
                 let logits = try replica.evaluate(input: input, batch: n)
-                for i in 0..<n {   // softmax of image i, added to its scores
-                    var m = -Float.infinity
-                    for c in 0..<classes { m = max(m, logits[c * n + i]) }
-                    var sum: Float = 0
-                    for c in 0..<classes { sum += expf(logits[c * n + i] - m) }
-                    for c in 0..<classes { scores[c * n + i] += expf(logits[c * n + i] - m) / sum }
+                scores.withUnsafeMutableBufferPointer {
+                    SoftmaxCrossEntropy.addProbabilities(logits: logits, classes: classes, batch: n, to: $0.baseAddress!)
                 }
             }
             scores.withUnsafeBufferPointer { p in
