@@ -56,9 +56,12 @@ public enum Benchmark {
                            afterWarmup: () -> Void = {}, afterTimed: () -> Void = {}) throws -> BenchmarkResult {
         // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
         let perTower = Blas.threads
-        Blas.setThreads(s.threads)
-        let gflops = sgemmGflops()
-        Blas.setThreads(perTower)
+        func sgemmWithAllThreads() -> Double {
+            Blas.setThreads(s.threads)
+            defer { Blas.setThreads(perTower) }
+            return sgemmGflops()
+        }
+        let gflops = sgemmWithAllThreads()
         let local = localBatch ?? s.batch
         let replica = given ?? Replica(config: s.model, maxBatch: local, layout: s.layout)
         replica.initialise(.paper, seed: 1)
@@ -87,9 +90,7 @@ public enum Benchmark {
         }
         let meanSeconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
         afterTimed()
-        Blas.setThreads(s.threads)
-        let gflopsAfter = sgemmGflops()
-        Blas.setThreads(perTower)
+        let gflopsAfter = sgemmWithAllThreads()
         let seconds = fastest
         var stages: [Stage: [Phase: Double]] = [:]
         for st in Stage.allCases {
