@@ -45,7 +45,7 @@ struct RefusedBeforeWork: Error { let message: String }
 
 /// The MPI world this process runs in, if it was started by mpirun.
 enum Launch {
-    nonisolated(unsafe) static var world: MPICommunicator? = {
+    static let world: MPICommunicator? = {
         guard MPICommunicator.launchedByMPI else { return nil }
         do { return try MPICommunicator.world() } catch {
             FileHandle.standardError.write("alexnet-mpi: error: cannot start MPI: \(error)\n".data(using: .utf8)!)
@@ -65,14 +65,14 @@ enum Launch {
     }
 
     static func finish(code: Int32) -> Never {
-        fflush(stdout)
+        fflush(nil)
         if world != nil { MPICommunicator.finalize() }
         exit(code)
     }
 
     /// Prints on rank 0 only.
     static func say(_ text: String) {
-        if rank == 0 { print(text); fflush(stdout) }
+        if rank == 0 { print(text); fflush(nil) }
     }
 }
 
@@ -90,15 +90,15 @@ struct ThreadOptions: ParsableArguments {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
     }
 
-    /// Sets BLAS and loop threads and returns (threads, layout). With two or more threads in a process that holds
-    /// both towers, each tower runs on its own thread with half of them: no BLAS worker spins against the loops.
-    func apply(holdsBothTowers: Bool) -> (threads: Int, layout: ReplicaLayout) {
+    /// Sets BLAS threads and returns (threads, layout, threads a model's loops use). With two or more threads in a
+    /// process that holds both towers, each tower runs on its own thread with half of them: no BLAS worker spins
+    /// against the loops.
+    func apply(holdsBothTowers: Bool) -> (threads: Int, layout: ReplicaLayout, perModel: Int) {
         let n = threads ?? Parallel.availableCores
         let layout: ReplicaLayout = holdsBothTowers && n >= 2 ? .threadedTowers : .sequential
         let perTower = layout == .threadedTowers ? max(1, n / 2) : n
         Blas.setThreads(perTower)
-        Parallel.threads = perTower
-        return (n, layout)
+        return (n, layout, perTower)
     }
 }
 
@@ -206,7 +206,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let mode = try resolveMode(mode)
-        let (threads, layout) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
+        let (threads, layout, perModel) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
         let splits: DataSplits
         if let directory = data {
             splits = try NumpyDataset.splits(directory: directory, classes: classes)
@@ -225,6 +225,7 @@ struct Train: ParsableCommand {
         s.saveEvery = saveEvery; s.tenCrop = tenCrop
         s.layout = layout
         s.dataThreads = threads
+        s.threadsPerModel = perModel
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
         if mode != .single, let world = Launch.world {
@@ -249,10 +250,10 @@ struct Train: ParsableCommand {
             Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: true, batch: batch))
             let pair = MPITowerExchange(pair: world)
             exchange = pair
-            let replica = Replica(config: s.model, maxBatch: batch, exchange: pair)
+            let replica = Replica(config: s.model, maxBatch: batch, exchange: pair, threads: perModel)
             trainer = try Trainer(settings: s, data: splits, replica: replica)
             trainer.writesFiles = world.rank == 0
-            trainer.log = { if world.rank == 0 { print($0); fflush(stdout) } }
+            trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
             trainer.writeCheckpoint = { path, state in
                 try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: world)
             }
@@ -274,11 +275,11 @@ struct Train: ParsableCommand {
                 pairCommunicator = hybrid.pair
                 let pairExchange = MPITowerExchange(pair: hybrid.pair)
                 exchange = pairExchange
-                replica = Replica(config: s.model, maxBatch: s.localBatch, exchange: pairExchange)
+                replica = Replica(config: s.model, maxBatch: s.localBatch, exchange: pairExchange, threads: perModel)
                 Launch.say("alexnet-mpi train: hybrid, \(world.size) ranks = \(pairs) data-parallel replicas of a model-parallel pair (rank 2r + t holds tower t of replica r), \(threads) thread\(threads == 1 ? "" : "s") a rank")
             } else {
                 group = world
-                replica = Replica(config: s.model, maxBatch: s.localBatch, layout: .sequential)
+                replica = Replica(config: s.model, maxBatch: s.localBatch, layout: .sequential, threads: perModel)
                 Launch.say("alexnet-mpi train: data parallel, \(world.size) ranks, each the whole model and \(s.localBatch) of every \(batch) images, \(threads) thread\(threads == 1 ? "" : "s") a rank")
             }
             Launch.say("data: \(splits.description)")
@@ -297,7 +298,7 @@ struct Train: ParsableCommand {
                 try sync.afterUpdate(step: step, lastStep: last)
             }
             trainer.writesFiles = world.rank == 0
-            trainer.log = { if world.rank == 0 { print($0); fflush(stdout) } }
+            trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
             trainer.writeCheckpoint = { path, state in
                 if let pair = pairCommunicator {
                     if replicaIndex == 0 { try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: pair) }
@@ -374,7 +375,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps (after one warm-up step).")
     var steps: Int = 3
     @Option(name: .customLong("im2col-budget"), help: "Floats an im2col chunk may hold (tuning).")
-    var im2colBudget: Int = Convolution.columnBudget
+    var im2colBudget: Int = Convolution.defaultColumnBudget
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
@@ -386,10 +387,10 @@ struct Bench: ParsableCommand {
     func run() throws {
         let mode = try resolveMode(mode)
         var s = BenchmarkSettings()
-        (s.threads, s.layout) = threadOptions.apply(holdsBothTowers: mode == .single)
+        (s.threads, s.layout, s.threadsPerModel) = threadOptions.apply(holdsBothTowers: mode == .single)
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
         s.batch = batch; s.steps = steps
-        Convolution.columnBudget = im2colBudget
+        s.columnBudget = im2colBudget
         Launch.say("OpenBLAS: \(Blas.configuration)")
         switch mode {
         case .single:
@@ -399,7 +400,8 @@ struct Bench: ParsableCommand {
             let world = Launch.world!
             s.ranks = 2
             let exchange = MPITowerExchange(pair: world)
-            let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange)
+            let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange, threads: s.threadsPerModel,
+                                  columnBudget: s.columnBudget)
             var figures: (Double, Double, Int) = (0, 0, 0)
             let r = try Benchmark.run(s, replica: replica, afterWarmup: { exchange.resetCounters() }, afterTimed: {
                 figures = (exchange.waitingSeconds, exchange.transferSeconds, exchange.floatsSent)
@@ -432,11 +434,13 @@ struct Bench: ParsableCommand {
                 let hybrid = try HybridCommunicators(world: world)
                 group = hybrid.towerGroup
                 exchange = MPITowerExchange(pair: hybrid.pair)
-                replica = Replica(config: s.model, maxBatch: batch / pairs, exchange: exchange!)
+                replica = Replica(config: s.model, maxBatch: batch / pairs, exchange: exchange!, threads: s.threadsPerModel,
+                                  columnBudget: s.columnBudget)
             } else {
                 group = world
                 s.layout = .sequential
-                replica = Replica(config: s.model, maxBatch: batch / pairs, layout: .sequential)
+                replica = Replica(config: s.model, maxBatch: batch / pairs, layout: .sequential, threads: s.threadsPerModel,
+                                  columnBudget: s.columnBudget)
             }
             let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: 0)
             var figures = (exposed: 0.0, floats: 0, exchange: 0.0)

@@ -10,6 +10,12 @@ final class ConvolutionTests: XCTestCase {
         var cin: Int { conv.inputChannels }
         var inputCount: Int { cin * batch * conv.geometry.inputPlane }
         var outputCount: Int { conv.outputChannels * batch * conv.geometry.outputPlane }
+        /// The same layer with another im2col chunk budget and thread count.
+        func with(columnBudget: Int, threads: Int) -> Case {
+            Case(conv: Convolution(geometry: conv.geometry, inputChannelsPerPart: conv.inputChannelsPerPart,
+                                   outputChannelsPerPart: conv.outputChannelsPerPart, parts: conv.parts,
+                                   sharedInput: conv.sharedInput, threads: threads, columnBudget: columnBudget), batch: batch)
+        }
     }
 
     static func make(sharedInput: Bool, kernel: Int, stride: Int, pad: Int, size: Int = 9) -> Case {
@@ -68,11 +74,9 @@ final class ConvolutionTests: XCTestCase {
     ]
 
     func testForwardMatchesPlainLoops() {
-        for budget in [1 << 21, 50] {   // one chunk, and one image a chunk
-            let saved = Convolution.columnBudget
-            Convolution.columnBudget = budget
-            defer { Convolution.columnBudget = saved }
-            for (name, c) in cases {
+        for (budget, threads) in [(1 << 21, 2), (50, 1)] {   // one chunk on two threads, and one image a chunk
+            for (name, whole) in cases {
+                let c = whole.with(columnBudget: budget, threads: threads)
                 let x = randomFloats(c.inputCount, seed: 1), w = randomFloats(c.conv.weightCount, seed: 2)
                 let b = randomFloats(c.conv.outputChannels, seed: 3)
                 let reference = naive(c, x, w, b)
@@ -83,11 +87,9 @@ final class ConvolutionTests: XCTestCase {
     }
 
     func testGradients() {
-        for budget in [1 << 21, 50] {
-            let saved = Convolution.columnBudget
-            Convolution.columnBudget = budget
-            defer { Convolution.columnBudget = saved }
-            for (name, c) in cases {
+        for (budget, threads) in [(1 << 21, 2), (50, 1)] {
+            for (name, whole) in cases {
+                let c = whole.with(columnBudget: budget, threads: threads)
                 let x = randomFloats(c.inputCount, seed: 1), w = randomFloats(c.conv.weightCount, seed: 2, scale: 0.5)
                 let b = randomFloats(c.conv.outputChannels, seed: 3)
                 let check = GradientCheck(step: 1e-2, threshold: 2e-2, maxChecked: 150)

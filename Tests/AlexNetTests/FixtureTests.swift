@@ -28,11 +28,8 @@ final class FixtureTests: XCTestCase {
 
     /// Forward, loss, gradients and two SGD steps against PyTorch; `budget` forces im2col chunking when small.
     func checkFixture(columnBudget budget: Int) throws {
-        let saved = Convolution.columnBudget
-        Convolution.columnBudget = budget
-        defer { Convolution.columnBudget = saved }
         let f = try Self.loadFixture()
-        let model = TwoTowerAlexNet(config: f.config, maxBatch: f.batch, exchange: LocalTowerExchange())
+        let model = TwoTowerAlexNet(config: f.config, maxBatch: f.batch, exchange: LocalTowerExchange(), columnBudget: budget)
         try Checkpoint.load(f.weights, into: model.parameters)
         let start = Array(UnsafeBufferPointer(start: model.parameters.values, count: model.parameters.count))
         try f.input.withUnsafeBufferPointer { x in
@@ -74,7 +71,7 @@ final class FixtureTests: XCTestCase {
         XCTAssertEqual(start.count, model.parameters.count)
     }
 
-    func testFixtureReproducesPyTorch() throws { try checkFixture(columnBudget: Convolution.columnBudget) }
+    func testFixtureReproducesPyTorch() throws { try checkFixture(columnBudget: Convolution.defaultColumnBudget) }
 
     /// Every convolution split into many im2col chunks must give the same numbers.
     func testFixtureReproducesPyTorchWithSmallIm2colChunks() throws { try checkFixture(columnBudget: 1000) }

@@ -7,7 +7,9 @@ public struct BenchmarkSettings: Sendable {
     public var batch = 128
     public var steps = 3
     public var warmupSteps = 1
-    public var threads = 2
+    public var threads = 2                          // threads of the process (BLAS and loops)
+    public var threadsPerModel = 1                  // of which one model's loops use (threaded towers: half)
+    public var columnBudget = Convolution.defaultColumnBudget   // floats an im2col chunk may hold
     public var layout: ReplicaLayout = .threadedTowers
     public var ranks = 1                            // processes in the run (model parallelism: 2)
     public init() {}
@@ -63,7 +65,8 @@ public enum Benchmark {
         }
         let gflops = sgemmWithAllThreads()
         let local = localBatch ?? s.batch
-        let replica = given ?? Replica(config: s.model, maxBatch: local, layout: s.layout)
+        let replica = given ?? Replica(config: s.model, maxBatch: local, layout: s.layout, threads: s.threadsPerModel,
+                                       columnBudget: s.columnBudget)
         replica.initialise(.paper, seed: 1)
         let count = 3 * local * 227 * 227
         let x = UnsafeMutablePointer<Float>.allocate(capacity: count)

@@ -6,12 +6,27 @@ import Foundation
 final class PairBarrier: @unchecked Sendable {
     private let condition = NSCondition()
     private var arrived = 0, generation = 0
-    private(set) var brokenBy: String? = nil
-    var slots: [UnsafeMutableRawPointer?] = [nil, nil]
+    private var brokenBy: String? = nil
+    private var slots: [UnsafeMutableRawPointer?] = [nil, nil]    // each side's buffer, written and read under the lock
+
+    /// Publishes side `tower`'s buffer, waits for the partner, and returns the partner's buffer.
+    func meet(tower: Int, publishing buffer: UnsafeMutableRawPointer) throws -> UnsafeMutableRawPointer {
+        condition.lock()
+        defer { condition.unlock() }
+        slots[tower] = buffer
+        try waitLocked()
+        // The partner cannot publish again before the next barrier, which needs this side: the slot is still its own.
+        return slots[1 - tower]!
+    }
 
     func wait() throws {
         condition.lock()
         defer { condition.unlock() }
+        try waitLocked()
+    }
+
+    /// The barrier itself; the caller holds the lock.
+    private func waitLocked() throws {
         if let why = brokenBy { throw AlexNetError("the partner tower stopped: \(why)") }
         let mine = generation
         arrived += 1
@@ -36,7 +51,7 @@ final class PairBarrier: @unchecked Sendable {
     }
 }
 
-public final class ThreadTowerExchange: TowerExchange {
+public final class ThreadTowerExchange: TowerExchange, Sendable {
     public let localTowers: Range<Int>
     let tower: Int
     let barrier: PairBarrier
@@ -56,10 +71,9 @@ public final class ThreadTowerExchange: TowerExchange {
     public func resetAfterFailure() { barrier.reset() }
 
     public func allGather(_ buffer: UnsafeMutablePointer<Float>, offsets: [Int], at point: ExchangePoint) throws {
-        barrier.slots[tower] = UnsafeMutableRawPointer(buffer)
-        try barrier.wait()       // both slices are written
         let partner = 1 - tower
-        let source = barrier.slots[partner]!.assumingMemoryBound(to: Float.self)
+        // Both slices are written when the meeting returns.
+        let source = try barrier.meet(tower: tower, publishing: UnsafeMutableRawPointer(buffer)).assumingMemoryBound(to: Float.self)
         let lo = offsets[partner], n = offsets[partner + 1] - lo
         (buffer + lo).update(from: source + lo, count: n)
         try barrier.wait()       // both copies are done before either side writes again
@@ -68,9 +82,8 @@ public final class ThreadTowerExchange: TowerExchange {
     public func reduceScatter(partials: [UnsafeMutablePointer<Float>], offsets: [Int],
                               into destination: UnsafeMutablePointer<Float>, at point: ExchangePoint) throws {
         precondition(partials.count == 1)
-        barrier.slots[tower] = UnsafeMutableRawPointer(partials[0])
-        try barrier.wait()
-        let other = barrier.slots[1 - tower]!.assumingMemoryBound(to: Float.self), own = partials[0]
+        let other = try barrier.meet(tower: tower, publishing: UnsafeMutableRawPointer(partials[0])).assumingMemoryBound(to: Float.self)
+        let own = partials[0]
         let lo = offsets[tower], n = offsets[tower + 1] - lo
         for i in 0..<n { destination[i] = own[lo + i] + other[lo + i] }
         try barrier.wait()

@@ -46,7 +46,8 @@ public extension TowerExchange {
 /// Both towers in this process: the gather has nothing to move, the reduce-scatter is an add and a copy.
 public final class LocalTowerExchange: TowerExchange {
     public let localTowers = 0..<ModelConfig.towers
-    public init() {}
+    let threads: Int                    // threads the add may use
+    public init(threads: Int = 1) { self.threads = threads }
 
     public func allGather(_ buffer: UnsafeMutablePointer<Float>, offsets: [Int], at point: ExchangePoint) throws {}
 
@@ -59,7 +60,7 @@ public final class LocalTowerExchange: TowerExchange {
             let own = partials[t], other = t == 0 ? b : a
             let lo = offsets[t], n = offsets[t + 1] - lo
             let out = destination + lo - offsets[0]
-            Parallel.forEachChunk(n, minimumPerThread: 1 << 16) { r in
+            Parallel.forEachChunk(n, minimumPerThread: 1 << 16, threads: threads) { r in
                 for i in r { out[i] = own[lo + i] + other[lo + i] }
             }
         }

@@ -21,10 +21,12 @@ public final class ParameterStore: @unchecked Sendable {
     public let values: UnsafeMutablePointer<Float>      // (count)
     public let gradients: UnsafeMutablePointer<Float>   // (count)
     public let momentum: UnsafeMutablePointer<Float>    // (count)
+    public let threads: Int                             // threads the update and initialisation loops may use
 
-    public init(config: ModelConfig, towers: Range<Int>) {
+    public init(config: ModelConfig, towers: Range<Int>, threads: Int = 1) {
         self.config = config
         self.towers = towers
+        self.threads = threads
         var list: [Tensor] = [], offset = 0
         for (name, shape) in config.tensors {
             let rows = ModelConfig.towerStart(towers.lowerBound, of: shape[0])..<ModelConfig.towerStart(towers.upperBound, of: shape[0])
@@ -58,7 +60,7 @@ public final class ParameterStore: @unchecked Sendable {
                 p.update(repeating: b, count: t.count)
             } else {
                 let first = t.rows.lowerBound * t.rowSize
-                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14) { r in
+                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14, threads: threads) { r in
                     for i in r {
                         p[i] = weightStd * CounterRandom.normal(seed: seed, .initialisation, UInt64(index), UInt64(first + i))
                     }
@@ -78,7 +80,7 @@ public final class ParameterStore: @unchecked Sendable {
             } else {
                 let first = t.rows.lowerBound * t.rowSize
                 let std = Float((2.0 / Double(t.rowSize)).squareRoot())
-                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14) { r in
+                Parallel.forEachChunk(t.count, minimumPerThread: 1 << 14, threads: threads) { r in
                     for i in r { p[i] = std * CounterRandom.normal(seed: seed, .initialisation, UInt64(index), UInt64(first + i)) }
                 }
             }
@@ -86,16 +88,22 @@ public final class ParameterStore: @unchecked Sendable {
         momentum.update(repeating: 0, count: count)
     }
 
-    /// The paper's update, one loop over every parameter: v ← μ·v − λ·ε·w − ε·g;  w ← w + v.
-    public func sgdStep(learningRate lr: Float, momentum mu: Float, weightDecay decay: Float) {
-        let w = values, g = gradients, v = momentum
-        let decayRate = decay * lr
-        Parallel.forEachChunk(count, minimumPerThread: 1 << 16) { r in
-            for i in r {
-                let nv = mu * v[i] - decayRate * w[i] - lr * g[i]
-                v[i] = nv
-                w[i] += nv
+    /// The paper's update, one loop over every parameter: v ← μ·v − λ·ε·w − ε·g;  w ← w + v. Returns the sum of the
+    /// new weights, taken in the same pass: finite exactly when every weight is (the non-finite guard's check).
+    @discardableResult
+    public func sgdStep(learningRate lr: Float, momentum mu: Float, weightDecay decay: Float) -> Double {
+        SGD.step(values: values, gradients: gradients, momentum: momentum, count: count,
+                 learningRate: lr, momentum: mu, weightDecay: decay, threads: threads)
+    }
+
+    /// The first tensor holding a NaN or an infinity (in the weights, or the momentum), for error messages.
+    public func firstNonFiniteTensor() -> String? {
+        for t in tensors {
+            for (label, buffer) in [("", values), ("momentum of ", momentum)] {
+                let p = buffer + t.offset
+                for i in 0..<t.count where !p[i].isFinite { return label + t.name }
             }
         }
+        return nil
     }
 }

@@ -16,6 +16,8 @@ public final class TwoTowerAlexNet {
     /// Called between the im2col chunks of the conv layers' backward: lets communication in flight progress.
     public var progress: (() -> Void)? = nil
     public let towers: Range<Int>
+    /// Threads this model's loops may use (its share of the process's cores; BLAS threads are set apart).
+    public let threads: Int
 
     // Layers. Every conv/fc layer has one part per local tower.
     let conv1, conv2, conv3, conv4, conv5: Convolution
@@ -53,34 +55,44 @@ public final class TwoTowerAlexNet {
     let col, colGradient: UnsafeMutablePointer<Float>        // im2col scratch
 
     /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
-    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange) {
+    /// `threads`: what this model's loops may use; `columnBudget`: floats an im2col chunk may hold.
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, threads: Int = 1,
+                columnBudget: Int = Convolution.defaultColumnBudget) {
         self.config = config
         self.exchange = exchange
         self.maxBatch = maxBatch
         self.towers = exchange.localTowers
-        parameters = ParameterStore(config: config, towers: exchange.localTowers)
-        lrn = config.lrn
+        self.threads = threads
+        parameters = ParameterStore(config: config, towers: exchange.localTowers, threads: threads)
+        var lrn = config.lrn
+        lrn.threads = threads
+        self.lrn = lrn
         let T = ModelConfig.towers
         c1 = config.conv1 / T; c2 = config.conv2 / T; c3 = config.conv3 / T; c4 = config.conv4 / T; c5 = config.conv5 / T
         f6 = config.fc6 / T; f7 = config.fc7 / T
         let P = exchange.localTowers.count
         conv1 = Convolution(geometry: .init(inputHeight: 227, inputWidth: 227, kernel: 11, stride: 4, pad: 0),
-                            inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true)
-        pool1 = MaxPool(inputHeight: 55, inputWidth: 55)
+                            inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true,
+                            threads: threads, columnBudget: columnBudget)
+        pool1 = MaxPool(inputHeight: 55, inputWidth: 55, threads: threads)
         conv2 = Convolution(geometry: .init(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2),
-                            inputChannelsPerPart: c1, outputChannelsPerPart: c2, parts: P, sharedInput: false)
-        pool2 = MaxPool(inputHeight: 27, inputWidth: 27)
+                            inputChannelsPerPart: c1, outputChannelsPerPart: c2, parts: P, sharedInput: false,
+                            threads: threads, columnBudget: columnBudget)
+        pool2 = MaxPool(inputHeight: 27, inputWidth: 27, threads: threads)
         conv3 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: 2 * c2, outputChannelsPerPart: c3, parts: P, sharedInput: true)
+                            inputChannelsPerPart: 2 * c2, outputChannelsPerPart: c3, parts: P, sharedInput: true,
+                            threads: threads, columnBudget: columnBudget)
         conv4 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: c3, outputChannelsPerPart: c4, parts: P, sharedInput: false)
+                            inputChannelsPerPart: c3, outputChannelsPerPart: c4, parts: P, sharedInput: false,
+                            threads: threads, columnBudget: columnBudget)
         conv5 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false)
-        pool5 = MaxPool(inputHeight: 13, inputWidth: 13)
-        fc6 = FullyConnected(inputs: config.fc6Inputs, partRows: Array(repeating: f6, count: P))
-        fc7 = FullyConnected(inputs: config.fc6, partRows: Array(repeating: f7, count: P))
+                            inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false,
+                            threads: threads, columnBudget: columnBudget)
+        pool5 = MaxPool(inputHeight: 13, inputWidth: 13, threads: threads)
+        fc6 = FullyConnected(inputs: config.fc6Inputs, partRows: Array(repeating: f6, count: P), threads: threads)
+        fc7 = FullyConnected(inputs: config.fc6, partRows: Array(repeating: f7, count: P), threads: threads)
         fc8 = FullyConnected(inputs: config.fc7, partRows: exchange.localTowers.map {
-            ModelConfig.towerStart($0 + 1, of: config.classes) - ModelConfig.towerStart($0, of: config.classes) })
+            ModelConfig.towerStart($0 + 1, of: config.classes) - ModelConfig.towerStart($0, of: config.classes) }, threads: threads)
 
         var arena: [UnsafeMutableRawPointer] = []
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
@@ -195,8 +207,8 @@ public final class TwoTowerAlexNet {
             if training && config.dropout > 0 {
                 Dropout(probability: config.dropout).makeMask(rows: rowsPerTower * parts, batch: N, firstUnit: first,
                                                               firstSample: firstSample, seed: seed, step: step,
-                                                              layer: stage.rawValue, mask: mask)
-                Dropout.apply(mask: mask, to: out, count: count)
+                                                              layer: stage.rawValue, mask: mask, threads: threads)
+                Dropout.apply(mask: mask, to: out, count: count, threads: threads)
             }
         }
     }
@@ -264,14 +276,14 @@ public final class TwoTowerAlexNet {
         }
         announce("conv5")
         clock.time(.conv4, .backward) {
-            ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169)
+            ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169, threads: threads)
             conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
                            weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
                            inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv4")
         clock.time(.conv3, .backward) {
-            ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169)
+            ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169, threads: threads)
             conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
                            weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
                            inputGradients: partials3, col: col, colGradient: colGradient, afterChunk: progress)
@@ -313,9 +325,9 @@ public final class TwoTowerAlexNet {
                                         inputGradients: [UnsafeMutablePointer<Float>]) throws {
         clock.time(stage, .backward) {
             let name = stage.name, count = rowsPerTower * parts * N
-            if training && config.dropout > 0 { Dropout.apply(mask: mask, to: dY, count: count) }
+            if training && config.dropout > 0 { Dropout.apply(mask: mask, to: dY, count: count, threads: threads) }
             // After dropout the stored output is positive exactly where ReLU passed and the unit was kept.
-            ReLU.backward(output: output + firstTower * rowsPerTower * N, gradient: dY, count: count)
+            ReLU.backward(output: output + firstTower * rowsPerTower * N, gradient: dY, count: count, threads: threads)
             layer.backward(input: input, batch: N, weight: w(name + ".weight"), outputGradient: dY,
                            weightGradient: g(name + ".weight"), biasGradient: g(name + ".bias"), inputGradients: inputGradients)
         }

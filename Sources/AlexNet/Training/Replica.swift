@@ -17,22 +17,28 @@ public final class Replica {
     public let models: [TwoTowerAlexNet]
     let threadExchanges: [ThreadTowerExchange]
 
-    public init(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout) {
+    /// `threads`: what each model's loops may use (with threaded towers: each tower's share).
+    public init(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout, threads: Int = 1,
+                columnBudget: Int = Convolution.defaultColumnBudget) {
         self.config = config
         switch layout {
         case .sequential:
-            models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: LocalTowerExchange())]
+            models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: LocalTowerExchange(threads: threads),
+                                      threads: threads, columnBudget: columnBudget)]
             threadExchanges = []
         case .threadedTowers:
             threadExchanges = ThreadTowerExchange.pair()
-            models = threadExchanges.map { TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: $0) }
+            models = threadExchanges.map {
+                TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: $0, threads: threads, columnBudget: columnBudget)
+            }
         }
     }
 
     /// A replica around an exchange whose partner towers live elsewhere (another rank).
-    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange) {
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, threads: Int = 1,
+                columnBudget: Int = Convolution.defaultColumnBudget) {
         self.config = config
-        models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange)]
+        models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange, threads: threads, columnBudget: columnBudget)]
         threadExchanges = []
     }
 
@@ -42,14 +48,19 @@ public final class Replica {
     public var holdsWholeModel: Bool { Set(models.flatMap { Array($0.towers) }) == Set(0..<ModelConfig.towers) }
 
     /// Runs body(model) for every model, concurrently when there are two; a failure on one releases the other.
-    func onEveryModel<T>(_ body: @escaping (TwoTowerAlexNet) throws -> T) throws -> T {
-        if models.count == 1 { return try body(models[0]) }
+    /// Returns the models' results in order.
+    func onEveryModel<T>(_ body: @escaping (TwoTowerAlexNet) throws -> T) throws -> [T] {
+        if models.count == 1 { return [try body(models[0])] }
         // Tower 1 runs on a worker thread; its result is read only after the semaphore says it is written.
         let second = Outcome<T>()
         let done = DispatchSemaphore(value: 0)
-        let worker = Thread { [models, threadExchanges] in
-            do { second.result = .success(try body(models[1])) } catch {
-                threadExchanges[1].abandon("\(error)")
+        // The worker owns models[1] and its exchange end until it signals; this thread waits for that signal before
+        // it touches them or reads the outcome (a fork-join pair).
+        let handOff = SharedForCall((body: body, model: models[1], exchange: threadExchanges[1]))
+        let worker = Thread {
+            let job = handOff.value
+            do { second.result = .success(try job.body(job.model)) } catch {
+                job.exchange.abandon("\(error)")
                 second.result = .failure(error)
             }
             done.signal()
@@ -64,7 +75,7 @@ public final class Replica {
         done.wait()
         if case .failure = first { threadExchanges[0].resetAfterFailure() }
         if case .failure(let e) = second.result { threadExchanges[1].resetAfterFailure(); if case .success = first { throw e } }
-        return try first.get()
+        return [try first.get(), try second.result!.get()]
     }
 
     /// Forward, loss and backward of one batch; fills every model's gradients and returns the summed loss of the
@@ -77,21 +88,23 @@ public final class Replica {
             let loss = m.loss(labels: labels, batch: batch, normaliser: normaliser)
             try m.backward(input: input, batch: batch, training: true)
             return loss
-        }
+        }[0]   // every model computes the loss of the gathered logits
     }
 
-    /// The paper's SGD update on every parameter this replica holds.
-    public func update(learningRate: Float, momentum: Float, weightDecay: Float) throws {
-        _ = try onEveryModel { m in
+    /// The paper's SGD update on every parameter this replica holds. Returns the sum of the updated weights
+    /// (finite exactly when every weight is: the non-finite guard).
+    @discardableResult
+    public func update(learningRate: Float, momentum: Float, weightDecay: Float) throws -> Double {
+        try onEveryModel { m in
             m.clock.time(.update, .backward) {
                 m.parameters.sgdStep(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
             }
-        }
+        }.reduce(0, +)
     }
 
     /// Logits (classes, N) of an evaluation pass (no dropout).
     public func evaluate(input: UnsafePointer<Float>, batch: Int) throws -> UnsafeMutablePointer<Float> {
-        try onEveryModel { m in try m.forward(input: input, batch: batch, training: false) }
+        _ = try onEveryModel { m in try m.forward(input: input, batch: batch, training: false) }
         return models[0].logits
     }
 

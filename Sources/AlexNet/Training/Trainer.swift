@@ -16,6 +16,7 @@ public struct TrainingSettings: Sendable {
     public var progressEvery: Double = 2           // seconds between progress lines
     public var layout: ReplicaLayout = .sequential
     public var dataThreads = 1                      // threads that assemble batches
+    public var threadsPerModel = 1                  // threads one model's loops use (threaded towers: each tower's)
     public var lossLog: String? = nil               // file that receives each step's loss, one a line
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
     public var saveEvery = 0                        // also write --save every this many steps (0: only at the end)
@@ -46,7 +47,7 @@ public final class Trainer {
     public let data: DataSplits
     public let replica: Replica
     public let assembler: BatchAssembler
-    public var log: (String) -> Void = { print($0); fflush(stdout) }
+    public var log: (String) -> Void = { print($0); fflush(nil) }
     /// Writes the whole model; the default asks the replica (which must hold both towers). Model parallelism
     /// replaces it with a gather to rank 0.
     public var writeCheckpoint: ((String, TrainingState) throws -> Void)? = nil
@@ -76,7 +77,8 @@ public final class Trainer {
         guard settings.batch % settings.shard.count == 0 else {
             throw AlexNetError("--batch \(settings.batch) does not split evenly over \(settings.shard.count) replicas; use a multiple of \(settings.shard.count)")
         }
-        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout)
+        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout,
+                                          threads: settings.threadsPerModel)
         // Weights first: a bad file is reported before the pass over the data.
         if let path = settings.initFrom { _ = try self.replica.load(path) }
         if let path = settings.resume {

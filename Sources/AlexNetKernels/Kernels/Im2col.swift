@@ -31,13 +31,13 @@ public enum Im2col {
     /// Writes col (channels·k·k, images.count · outH·outW): row (c, i, j), column (image, oh, ow).
     public static func forward(
         input: UnsafePointer<Float>, channelStride: Int, imageStride: Int, channels: Int,
-        images: Range<Int>, geometry g: ConvGeometry, col: UnsafeMutablePointer<Float>
+        images: Range<Int>, geometry g: ConvGeometry, col: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
         let k = g.kernel, rows = channels * k * k
         let outH = g.outputHeight, outW = g.outputWidth, plane = g.outputPlane
         let rowLength = images.count * plane
         let s = g.stride, p = g.pad, inH = g.inputHeight, inW = g.inputWidth
-        Parallel.forEachChunk(rows, minimumPerThread: 8) { rowRange in
+        Parallel.forEachChunk(rows, minimumPerThread: 8, threads: threads) { rowRange in
             for r in rowRange {
                 let c = r / (k * k), i = (r / k) % k, j = r % k
                 let valid = g.validColumns(j)
@@ -68,14 +68,14 @@ public enum Im2col {
     /// Adds col (laid out as `forward` writes it) back into the input-shaped gradient.
     public static func backward(
         col: UnsafePointer<Float>, channelStride: Int, imageStride: Int, channels: Int,
-        images: Range<Int>, geometry g: ConvGeometry, inputGradient: UnsafeMutablePointer<Float>
+        images: Range<Int>, geometry g: ConvGeometry, inputGradient: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
         let k = g.kernel
         let outH = g.outputHeight, outW = g.outputWidth, plane = g.outputPlane
         let rowLength = images.count * plane
         let s = g.stride, p = g.pad, inH = g.inputHeight, inW = g.inputWidth
         // Parallel over channels: the rows of one channel touch only that channel's planes.
-        Parallel.forEachChunk(channels) { channelRange in
+        Parallel.forEachChunk(channels, threads: threads) { channelRange in
             for c in channelRange {
                 for i in 0..<k {
                     for j in 0..<k {

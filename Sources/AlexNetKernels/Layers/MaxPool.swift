@@ -3,9 +3,11 @@
 public struct MaxPool: Sendable {
     public let size: Int, stride: Int
     public let inputHeight: Int, inputWidth: Int
+    public let threads: Int             // threads the loops may use (the caller's share of the cores)
 
-    public init(size: Int = 3, stride: Int = 2, inputHeight: Int, inputWidth: Int) {
+    public init(size: Int = 3, stride: Int = 2, inputHeight: Int, inputWidth: Int, threads: Int = 1) {
         self.size = size; self.stride = stride; self.inputHeight = inputHeight; self.inputWidth = inputWidth
+        self.threads = threads
     }
     public var outputHeight: Int { (inputHeight - size) / stride + 1 }
     public var outputWidth: Int { (inputWidth - size) / stride + 1 }
@@ -13,7 +15,7 @@ public struct MaxPool: Sendable {
     /// output (planes, outH, outW) = max over each window; argmax keeps the winning index within the input plane.
     public func forward(input: UnsafePointer<Float>, planes: Int, output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
         let inPlane = inputHeight * inputWidth, outH = outputHeight, outW = outputWidth
-        Parallel.forEachChunk(planes, minimumPerThread: 4) { range in
+        Parallel.forEachChunk(planes, minimumPerThread: 4, threads: threads) { range in
             for pl in range {
                 let src = input + pl * inPlane
                 var dst = output + pl * outH * outW, idx = argmax + pl * outH * outW
@@ -40,7 +42,7 @@ public struct MaxPool: Sendable {
     public func backward(outputGradient: UnsafePointer<Float>, argmax: UnsafePointer<Int32>, planes: Int,
                          inputGradient: UnsafeMutablePointer<Float>, reluInput: UnsafePointer<Float>? = nil) {
         let inPlane = inputHeight * inputWidth, outPlane = outputHeight * outputWidth
-        Parallel.forEachChunk(planes, minimumPerThread: 4) { range in
+        Parallel.forEachChunk(planes, minimumPerThread: 4, threads: threads) { range in
             for pl in range {
                 let dst = inputGradient + pl * inPlane
                 dst.update(repeating: 0, count: inPlane)

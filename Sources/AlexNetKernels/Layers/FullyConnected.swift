@@ -7,9 +7,10 @@
 public struct FullyConnected: Sendable {
     public let inputs: Int            // Fin
     public let partRows: [Int]        // output rows of each local part
+    public let threads: Int           // threads the bias loops may use (the caller's share of the cores)
 
-    public init(inputs: Int, partRows: [Int]) {
-        self.inputs = inputs; self.partRows = partRows
+    public init(inputs: Int, partRows: [Int], threads: Int = 1) {
+        self.inputs = inputs; self.partRows = partRows; self.threads = threads
     }
     public var parts: Int { partRows.count }
     public var outputs: Int { partRows.reduce(0, +) }
@@ -19,7 +20,7 @@ public struct FullyConnected: Sendable {
     public func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                         output: UnsafeMutablePointer<Float>, relu: Bool = false) {
         Blas.sgemm(m: outputs, n: batch, k: inputs, a: weight, lda: inputs, b: input, ldb: batch, c: output, ldc: batch)
-        addBias(bias, to: output, rows: outputs, rowLength: batch, relu: relu)
+        addBias(bias, to: output, rows: outputs, rowLength: batch, relu: relu, threads: threads)
     }
 
     /// dW = dY · Xᵀ, db = Σ dY (both overwritten); inputGradients[p] (Fin, N) = W_pᵀ · dY_p when asked.
@@ -29,7 +30,7 @@ public struct FullyConnected: Sendable {
                          inputGradients: [UnsafeMutablePointer<Float>]?) {
         Blas.sgemm(transB: true, m: outputs, n: inputs, k: batch, a: outputGradient, lda: batch, b: input, ldb: batch,
                    c: weightGradient, ldc: inputs)
-        sumRows(outputGradient, rows: outputs, rowLength: batch, into: biasGradient)
+        sumRows(outputGradient, rows: outputs, rowLength: batch, into: biasGradient, threads: threads)
         if let grads = inputGradients {
             precondition(grads.count == parts)
             var first = 0

@@ -10,16 +10,21 @@ public struct Convolution: Sendable {
     public let outputChannelsPerPart: Int     // M
     public let parts: Int                     // local towers
     public let sharedInput: Bool
+    public let threads: Int                   // threads the loops may use (the caller's share of the cores)
+    public let columnBudget: Int              // floats an im2col chunk may hold
 
-    /// Floats an im2col chunk may hold: large enough for long sgemm rows, small enough to stay in cache.
-    nonisolated(unsafe) public static var columnBudget = 1 << 21
+    /// Floats an im2col chunk may hold by default: large enough for long sgemm rows, small enough to stay in cache.
+    public static let defaultColumnBudget = 1 << 21
 
-    public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool) {
+    public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool,
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
         self.geometry = geometry
         self.inputChannelsPerPart = inputChannelsPerPart
         self.outputChannelsPerPart = outputChannelsPerPart
         self.parts = parts
         self.sharedInput = sharedInput
+        self.threads = threads
+        self.columnBudget = max(1, columnBudget)
     }
 
     public var patchSize: Int { inputChannelsPerPart * geometry.kernel * geometry.kernel }   // K
@@ -28,7 +33,7 @@ public struct Convolution: Sendable {
     public var weightCount: Int { outputChannels * patchSize }
 
     public func imagesPerChunk(batch: Int) -> Int {
-        max(1, min(batch, Convolution.columnBudget / (patchSize * geometry.outputPlane)))
+        max(1, min(batch, columnBudget / (patchSize * geometry.outputPlane)))
     }
     /// Floats of scratch the column buffer needs for this batch.
     public func columnBufferSize(batch: Int) -> Int { patchSize * geometry.outputPlane * imagesPerChunk(batch: batch) }
@@ -42,7 +47,7 @@ public struct Convolution: Sendable {
         let channelStride = batch * geometry.inputPlane
         let first = sharedInput ? 0 : part * inputChannelsPerPart
         Im2col.forward(input: input + first * channelStride, channelStride: channelStride, imageStride: geometry.inputPlane,
-                       channels: inputChannelsPerPart, images: images, geometry: geometry, col: col)
+                       channels: inputChannelsPerPart, images: images, geometry: geometry, col: col, threads: threads)
     }
 
     /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias, then ReLU if `relu` (one pass).
@@ -64,7 +69,7 @@ public struct Convolution: Sendable {
                 }
             }
         }
-        addBias(bias, to: output, rows: outputChannels, rowLength: ldc, relu: relu)
+        addBias(bias, to: output, rows: outputChannels, rowLength: ldc, relu: relu, threads: threads)
     }
 
     /// Weight and bias gradients (overwritten) and, if asked, input gradients (overwritten).
@@ -99,19 +104,19 @@ public struct Convolution: Sendable {
                     Blas.sgemm(transA: true, m: K, n: columns, k: M, a: weight + p * M * K, lda: K,
                                b: dY + p * M * ldc, ldb: ldc, c: colGradient, ldc: columns)
                     Im2col.backward(col: colGradient, channelStride: inChannelStride, imageStride: geometry.inputPlane,
-                                    channels: inputChannelsPerPart, images: images, geometry: geometry, inputGradient: grads[p])
+                                    channels: inputChannelsPerPart, images: images, geometry: geometry, inputGradient: grads[p], threads: threads)
                 }
             }
             afterChunk?()   // e.g. lets a gradient allreduce in flight progress
         }
-        sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient)
+        sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient, threads: threads)
     }
 }
 
 /// y[r, :] += bias[r] over `rows` rows of `rowLength`, clamped at zero if `relu` (ReLU.forward fused in).
 @inline(__always)
-func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int, relu: Bool = false) {
-    Parallel.forEachChunk(rows) { range in
+func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int, relu: Bool = false, threads: Int) {
+    Parallel.forEachChunk(rows, threads: threads) { range in
         for r in range {
             let b = bias[r], row = y + r * rowLength
             if relu {
@@ -125,8 +130,8 @@ func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, ro
 
 /// out[r] = Σ_i x[r, i], accumulated in Double in eight lanes (vectorised; the order is fixed by the row alone).
 @inline(__always)
-func sumRows(_ x: UnsafePointer<Float>, rows: Int, rowLength: Int, into out: UnsafeMutablePointer<Float>) {
-    Parallel.forEachChunk(rows) { range in
+func sumRows(_ x: UnsafePointer<Float>, rows: Int, rowLength: Int, into out: UnsafeMutablePointer<Float>, threads: Int) {
+    Parallel.forEachChunk(rows, threads: threads) { range in
         for r in range {
             let row = x + r * rowLength
             var lanes = SIMD8<Double>(repeating: 0)

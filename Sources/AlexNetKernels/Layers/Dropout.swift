@@ -9,9 +9,9 @@ public struct Dropout: Sendable {
 
     /// Fills mask (rows, N) with 0 or 1/(1−p).
     public func makeMask(rows: Int, batch: Int, firstUnit: Int, firstSample: Int,
-                         seed: UInt64, step: Int, layer: Int, mask: UnsafeMutablePointer<Float>) {
+                         seed: UInt64, step: Int, layer: Int, mask: UnsafeMutablePointer<Float>, threads: Int = 1) {
         let keep = 1 / (1 - probability), p = probability
-        Parallel.forEachChunk(rows, minimumPerThread: 64) { range in
+        Parallel.forEachChunk(rows, minimumPerThread: 64, threads: threads) { range in
             for r in range {
                 let unit = UInt64(firstUnit + r)
                 for n in 0..<batch {
@@ -24,8 +24,8 @@ public struct Dropout: Sendable {
     }
 
     /// x *= mask (forward) — the same product serves backward on the gradient.
-    public static func apply(mask: UnsafePointer<Float>, to x: UnsafeMutablePointer<Float>, count: Int) {
-        Parallel.forEachChunk(count, minimumPerThread: 1 << 16) { r in
+    public static func apply(mask: UnsafePointer<Float>, to x: UnsafeMutablePointer<Float>, count: Int, threads: Int = 1) {
+        Parallel.forEachChunk(count, minimumPerThread: 1 << 16, threads: threads) { r in
             for i in r { x[i] *= mask[i] }
         }
     }

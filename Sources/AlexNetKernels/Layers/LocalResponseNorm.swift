@@ -6,9 +6,10 @@ public struct LocalResponseNorm: Sendable {
     public var alpha: Float = 1e-4      // multiplies the plain sum (not divided by size)
     public var beta: Float = 0.75
     public var k: Float = 2
+    public var threads = 1              // threads the loops may use (the caller's share of the cores)
 
-    public init(size: Int = 5, alpha: Float = 1e-4, beta: Float = 0.75, k: Float = 2) {
-        self.size = size; self.alpha = alpha; self.beta = beta; self.k = k
+    public init(size: Int = 5, alpha: Float = 1e-4, beta: Float = 0.75, k: Float = 2, threads: Int = 1) {
+        self.size = size; self.alpha = alpha; self.beta = beta; self.k = k; self.threads = threads
     }
 
     /// Pixels processed together: a block of every channel of the group stays in L1/L2.
@@ -19,7 +20,7 @@ public struct LocalResponseNorm: Sendable {
     public func forward(input a: UnsafePointer<Float>, channels: Int, groupChannels: Int, pixels: Int,
                         scale: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
         let half = size / 2, blocks = (pixels + Self.block - 1) / Self.block
-        Parallel.forEachChunk(blocks * (channels / groupChannels)) { range in
+        Parallel.forEachChunk(blocks * (channels / groupChannels), threads: threads) { range in
             for item in range {
                 let group = item / blocks, q0 = (item % blocks) * Self.block, q1 = min(pixels, q0 + Self.block)
                 let c0 = group * groupChannels
@@ -56,7 +57,7 @@ public struct LocalResponseNorm: Sendable {
                          inputGradient da: UnsafeMutablePointer<Float>, throughReLU: Bool = false) {
         let half = size / 2, blocks = (pixels + Self.block - 1) / Self.block
         let factor = 2 * alpha * beta
-        Parallel.forEachChunk(blocks * (channels / groupChannels)) { range in
+        Parallel.forEachChunk(blocks * (channels / groupChannels), threads: threads) { range in
             let ratio = UnsafeMutablePointer<Float>.allocate(capacity: groupChannels * Self.block)
             defer { ratio.deallocate() }
             for item in range {

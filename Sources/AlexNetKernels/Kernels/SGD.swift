@@ -1,0 +1,36 @@
+// The paper's SGD update with momentum and weight decay as one vectorised pass over a contiguous parameter buffer,
+// returning the sum of the new weights (the non-finite guard's check, taken in the same pass).
+
+public enum SGD {
+    /// v ← μ·v − λ·ε·w − ε·g;  w ← w + v, for `count` parameters. Returns Σ w after the update: finite exactly when
+    /// no weight became NaN or infinite (or the sum overflowed, a blow-up too).
+    public static func step(values w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
+                            momentum v: UnsafeMutablePointer<Float>, count: Int,
+                            learningRate lr: Float, momentum mu: Float, weightDecay decay: Float, threads: Int) -> Double {
+        let decayRate = decay * lr
+        return Parallel.sumOverChunks(count, minimumPerThread: 1 << 16, threads: threads) { r in
+            var lanes = SIMD8<Float>(repeating: 0)
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                let vw = UnsafeRawPointer(w + i).loadUnaligned(as: SIMD8<Float>.self)
+                let vg = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
+                let vv = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
+                let nv = mu * vv - decayRate * vw - lr * vg
+                let nw = vw + nv
+                UnsafeMutableRawPointer(v + i).storeBytes(of: nv, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(w + i).storeBytes(of: nw, as: SIMD8<Float>.self)
+                lanes += nw
+                i += 8
+            }
+            var sum = Double(lanes.sum())
+            while i < r.upperBound {
+                let nv = mu * v[i] - decayRate * w[i] - lr * g[i]
+                v[i] = nv
+                w[i] += nv
+                sum += Double(w[i])
+                i += 1
+            }
+            return sum
+        }
+    }
+}
