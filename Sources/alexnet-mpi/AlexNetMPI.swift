@@ -26,6 +26,10 @@ struct AlexNetCommand: ParsableCommand {
         do {
             try command.run()
             Launch.finish(code: 0)
+        } catch let error as AgreedStop {
+            // Every rank stops here by itself (they agreed in the last step's collective): no abort needed.
+            if error.printHere { Launch.complain(error.message) }
+            Launch.finish(code: 1)
         } catch let error as AlexNetError {
             Launch.fail(error.description)
         } catch let error as ValidationError {
@@ -55,10 +59,15 @@ enum Launch {
     static var rank: Int { world?.rank ?? 0 }
     static var size: Int { world?.size ?? 1 }
 
-    /// Prints (every rank that fails prints, naming itself) and stops all ranks within seconds.
-    static func fail(_ message: String) -> Never {
+    /// One error line on stderr, naming this rank under MPI.
+    static func complain(_ message: String) {
         let who = size > 1 ? "rank \(rank): " : ""
         FileHandle.standardError.write("alexnet-mpi: \(who)error: \(message)\n".data(using: .utf8)!)
+    }
+
+    /// Prints (every rank that fails prints, naming itself) and stops all ranks within seconds.
+    static func fail(_ message: String) -> Never {
+        complain(message)
         if size > 1 { MPICommunicator.abortAll(code: 1) }
         if world != nil { MPICommunicator.finalize() }
         exit(1)
@@ -129,6 +138,8 @@ struct Train: ParsableCommand {
     var mode: ParallelMode?
     @Option(help: "Continue from a checkpoint written by --save (weights, momentum, step), up to --steps in all.")
     var resume: String?
+    @Option(name: .customLong("resume-allow-changes"), help: ArgumentHelp("With --resume: settings that may differ from the checkpoint's, comma-separated: seed, data, dropout (otherwise a difference is refused).", valueName: "names"))
+    var resumeAllowChanges: String?
     @Option(name: .customLong("check-weights-every"), help: "Data parallelism: compare the replicas' weight checksums every N steps (0: never).")
     var checkWeightsEvery: Int = 50
     @Option(help: "NumPy dataset directory (images.npy, labels.npy, optional heldout/); default: the embedded shapes.")
@@ -175,11 +186,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-perturb-step"), help: .hidden) var debugPerturbStep: Int = 0
 
     func validate() throws {
-        guard width > 0, width.isFinite else { throw ValidationError("--width must be positive (got \(width)); 1 is the paper's network") }
-        if let c = classes, c < 2 { throw ValidationError("--classes must be at least 2 (got \(c))") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
-        if let e = epochs, e < 1 { throw ValidationError("--epochs must be at least 1 (got \(e))") }
+        try Limits.check(width: width, classes: classes, batch: batch)
+        guard steps >= 1, steps <= Limits.steps else { throw ValidationError("--steps must be in 1…\(Limits.steps) (got \(steps))") }
+        if let e = epochs, e < 1 || e > Limits.epochs { throw ValidationError("--epochs must be in 1…\(Limits.epochs) (got \(e))") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive (got \(lr))") }
         guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be in [0, 1) (got \(momentum))") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
@@ -188,18 +197,23 @@ struct Train: ParsableCommand {
         guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
         if saveEvery > 0 && save == nil { throw ValidationError("--save-every needs --save FILE") }
         if resume != nil && initFrom != nil { throw ValidationError("give --resume or --init-from, not both") }
+        if resumeAllowChanges != nil && resume == nil { throw ValidationError("--resume-allow-changes goes with --resume") }
+        let unknown = allowedChanges.subtracting(Self.changeableOnResume)
+        guard unknown.isEmpty else {
+            throw ValidationError("--resume-allow-changes: \(unknown.sorted().joined(separator: ", ")) cannot be allowed; choose from \(Self.changeableOnResume.sorted().joined(separator: ", "))")
+        }
     }
 
-    /// What every rank must agree on (compared at start-up under MPI).
+    static let changeableOnResume: Set<String> = ["seed", "data", "dropout"]
+    var allowedChanges: Set<String> {
+        Set((resumeAllowChanges ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+    }
+
+    /// What every rank must agree on (compared at start-up under MPI): every option (but the per-rank --threads),
+    /// the layout, the build, the dataset and every tensor's shape.
     func handshakeFields(_ s: TrainingSettings, _ splits: DataSplits, mode: ParallelMode) -> [(String, String)] {
-        var f: [(String, String)] = [
-            ("--mode", mode.rawValue), ("--data", data ?? "(embedded)"), ("training images", "\(splits.train.count)"),
-            ("--width", "\(width)"), ("--classes", "\(s.model.classes)"), ("--batch", "\(batch)"), ("steps", "\(s.steps)"),
-            ("--lr", "\(lr)"), ("--momentum", "\(momentum)"), ("--weight-decay", "\(weightDecay)"), ("--dropout", "\(dropout)"),
-            ("--seed", "\(seed)"), ("--init", s.initialisation.rawValue), ("--init-from", initFrom ?? "(none)"),
-            ("--no-augment", "\(noAugment)"), ("--save", save ?? "(none)"), ("--resume", resume ?? "(none)"),
-            ("--check-weights-every", "\(checkWeightsEvery)"),
-        ]
+        var f = Agreement.optionFields(of: self) + Agreement.buildAndWorld()
+        f += [("layout", mode.rawValue), ("dataset", s.dataset), ("training images", "\(splits.train.count)"), ("steps", "\(s.steps)")]
         for (name, shape) in s.model.tensors { f.append((name, shape.map(String.init).joined(separator: "×"))) }
         return f
     }
@@ -222,6 +236,10 @@ struct Train: ParsableCommand {
         s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
         s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
         s.initFrom = initFrom; s.save = save; s.lossLog = lossLog; s.resume = resume
+        s.resumeAllowedChanges = allowedChanges
+        s.dataset = DatasetFingerprint.of(splits, directory: data)
+        s.rank = Launch.rank
+        s.writesFiles = Launch.rank == 0
         s.saveEvery = saveEvery; s.tenCrop = tenCrop
         s.layout = layout
         s.dataThreads = threads
@@ -233,6 +251,10 @@ struct Train: ParsableCommand {
                 throw RefusedBeforeWork(message: e.description)   // every rank sees the same difference: all exit
             }
         }
+        try Limits.checkMemory(config: s.model, batch: mode == .data || mode == .hybrid ? s.localBatch : batch, layout: layout,
+                               localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
+                               say: Launch.say)
+        GracefulStop.install()
         var exchange: MPITowerExchange? = nil
         var synchroniser: ReplicaSynchroniser? = nil
         let trainer: Trainer
@@ -252,7 +274,6 @@ struct Train: ParsableCommand {
             exchange = pair
             let replica = Replica(config: s.model, maxBatch: batch, exchange: pair, threads: perModel)
             trainer = try Trainer(settings: s, data: splits, replica: replica)
-            trainer.writesFiles = world.rank == 0
             trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
             trainer.writeCheckpoint = { path, state in
                 try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: world)
@@ -297,7 +318,6 @@ struct Train: ParsableCommand {
                 if perturbRank == world.rank && perturbStep == step { replica.stores[0].values[0] += 1e-3 }
                 try sync.afterUpdate(step: step, lastStep: last)
             }
-            trainer.writesFiles = world.rank == 0
             trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
             trainer.writeCheckpoint = { path, state in
                 if let pair = pairCommunicator {
@@ -308,6 +328,7 @@ struct Train: ParsableCommand {
                 try world.barrier()
             }
         }
+        if let world = Launch.world { trainer.agreeOnStep = { try Agreement.afterStep($0, on: world) } }
         if let failRank = debugFailRank, failRank == Launch.rank {
             let kind = debugFailKind, at = debugFailStep
             trainer.beforeStep = { step in
@@ -330,8 +351,16 @@ struct Train: ParsableCommand {
             if let e = exchange { measured = (e.floatsSent, e.waitingSeconds, e.transferSeconds) }
             if let a = synchroniser?.allreduce { reduced = (a.floatsReduced, a.exposedSeconds) }
         }
-        if let path = resume { Launch.say("resuming \(path) at step \(trainer.firstStep)") }
+        if let path = resume {
+            Launch.say("resuming \(path) at step \(trainer.firstStep)"
+                       + (trainer.resumeChanges.isEmpty ? "" : "; changed: " + trainer.resumeChanges.joined(separator: "; ")))
+        }
         let r = try trainer.run()
+        if let stopped = r.stoppedAtStep {
+            Launch.say(String(format: "stopped at step %d of %d after %.1f s (asked to stop)%@", stopped, s.steps, r.seconds,
+                              save.map { "; saved \($0): continue with --resume \($0)" } ?? "; nothing saved (no --save)"))
+            return
+        }
         if let a = reduced, let sync = synchroniser {
             let steps = max(1, s.steps - trainer.firstStep)
             let blocking = try sync.allreduce.measureBlockingSeconds()
@@ -356,7 +385,8 @@ struct Train: ParsableCommand {
         }
         Launch.say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
                           s.steps, r.seconds, r.imagesPerSecond, r.trainLoss,
-                          (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5))
+                          (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5)
+                   + (r.resumeChanges.isEmpty ? "" : "; resumed with changes: " + r.resumeChanges.joined(separator: "; ")))
     }
 }
 
@@ -379,9 +409,9 @@ struct Bench: ParsableCommand {
     @OptionGroup var threadOptions: ThreadOptions
 
     func validate() throws {
-        guard width > 0 else { throw ValidationError("--width must be positive (got \(width))") }
-        guard classes >= 2 else { throw ValidationError("--classes must be at least 2") }
-        guard batch >= 1, steps >= 1 else { throw ValidationError("--batch and --steps must be at least 1") }
+        try Limits.check(width: width, classes: classes, batch: batch)
+        guard steps >= 1, steps <= 1_000_000 else { throw ValidationError("--steps must be in 1…1000000 (got \(steps))") }
+        guard im2colBudget >= 1 else { throw ValidationError("--im2col-budget must be at least 1 (got \(im2colBudget))") }
     }
 
     func run() throws {
@@ -391,6 +421,17 @@ struct Bench: ParsableCommand {
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
         s.batch = batch; s.steps = steps
         s.columnBudget = im2colBudget
+        if let world = Launch.world {
+            do {
+                try SettingsHandshake.check(Agreement.optionFields(of: self) + Agreement.buildAndWorld() + [("layout", mode.rawValue)], on: world)
+            } catch let e as AlexNetError {
+                throw RefusedBeforeWork(message: e.description)
+            }
+        }
+        let perRank = mode == .data || mode == .hybrid ? batch / max(1, mode == .hybrid ? Launch.size / 2 : Launch.size) : batch
+        try Limits.checkMemory(config: s.model, batch: max(1, perRank), layout: s.layout,
+                               localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
+                               say: Launch.say)
         Launch.say("OpenBLAS: \(Blas.configuration)")
         switch mode {
         case .single:

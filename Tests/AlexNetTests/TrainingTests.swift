@@ -20,7 +20,7 @@ final class TrainingTests: XCTestCase {
         let t = try Trainer(settings: s, data: EmbeddedShapes.splits(seed: s.seed))
         t.log = { _ in }
         var cache = (epoch: -1, order: [Int]())
-        let losses = try (0..<s.steps).map { try t.trainStep($0, cache: &cache) }
+        let losses = try (0..<s.steps).map { try t.trainStep($0, cache: &cache).loss }
         return (losses, t.replica.wholeModel())
     }
 

@@ -7,6 +7,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var seed: UInt64 = 0
     public var learningRate: Float = 0.01
     public var model = ModelConfig()
+    /// The dataset's fingerprint (DatasetFingerprint) when the run was saved; nil in files from before it was kept.
+    public var dataset: String? = nil
     public init(step: Int = 0, seed: UInt64 = 0, learningRate: Float = 0.01, model: ModelConfig = ModelConfig()) {
         self.step = step; self.seed = seed; self.learningRate = learningRate; self.model = model
     }

@@ -31,6 +31,8 @@ public final class TwoTowerAlexNet {
 
     // Activations (local towers unless marked "all towers").
     private var arena: [UnsafeMutableRawPointer] = []
+    /// Floats (and Int32 pooling indices) this model allocated, parameter buffers included: what `floatsNeeded` predicts.
+    public private(set) var allocatedFloats = 0
     let a1, s1, l1, p1: UnsafeMutablePointer<Float>          // (c1·parts, N, 55, 55) ×3, (…, 27, 27)
     let a2, s2, l2: UnsafeMutablePointer<Float>              // (c2·parts, N, 27, 27)
     let x3: UnsafeMutablePointer<Float>                      // (2·c2, N, 13, 13) all towers: conv3 input
@@ -95,16 +97,19 @@ public final class TwoTowerAlexNet {
             ModelConfig.towerStart($0 + 1, of: config.classes) - ModelConfig.towerStart($0, of: config.classes) }, threads: threads)
 
         var arena: [UnsafeMutableRawPointer] = []
+        var allocated = 3 * parameters.count
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
             p.initialize(repeating: 0, count: max(1, n))
             arena.append(UnsafeMutableRawPointer(p))
+            allocated += max(1, n)
             return p
         }
         func indices(_ n: Int) -> UnsafeMutablePointer<Int32> {
             let p = UnsafeMutablePointer<Int32>.allocate(capacity: n)
             p.initialize(repeating: 0, count: n)
             arena.append(UnsafeMutableRawPointer(p))
+            allocated += n
             return p
         }
         let N = maxBatch
@@ -134,6 +139,44 @@ public final class TwoTowerAlexNet {
         let colSize = [conv1, conv2, conv3, conv4, conv5].map { $0.columnBufferSize(batch: N) }.max()!
         col = floats(colSize); colGradient = floats(colSize)
         self.arena = arena
+        self.allocatedFloats = allocated
+    }
+
+    /// Floats a model for `towers` and batches of `maxBatch` will allocate (activations, gradients, scratch and its
+    /// parameter, gradient and momentum buffers), computed before allocating anything; nil if it does not fit in an Int.
+    /// The same sums as `init` (a test holds them equal).
+    public static func floatsNeeded(config: ModelConfig, maxBatch N: Int, towers: Range<Int>,
+                                    columnBudget: Int = Convolution.defaultColumnBudget) -> Int? {
+        let T = Double(ModelConfig.towers), P = Double(towers.count), n = Double(N)
+        let c1 = Double(config.conv1) / T, c2 = Double(config.conv2) / T, c3 = Double(config.conv3) / T
+        let c4 = Double(config.conv4) / T, c5 = Double(config.conv5) / T, f6 = Double(config.fc6) / T, f7 = Double(config.fc7) / T
+        let plane1 = 55.0 * 55, plane2 = 27.0 * 27, plane3 = 13.0 * 13, plane5 = 6.0 * 6
+        var total = 0.0
+        total += 3 * c1 * P * n * plane1 + 2 * c1 * P * n * plane2                      // a1 s1 l1, p1 idx1
+        total += 3 * c2 * P * n * plane2 + 2 * c2 * n * plane3 + c2 * P * n * plane3     // a2 s2 l2, x3, idx2
+        total += (c3 + c4 + c5) * P * n * plane3 + 2 * c5 * P * n * plane5                // a3 a4 a5, p5 idx5
+        total += 2 * c5 * plane5 * n + 2 * f6 * n + 2 * f7 * n                           // x6 h6 h7
+        total += 2 * Double(config.classes) * n + (f6 + f7) * P * n                      // logits dlogits, m6 m7
+        total += P * (2 * f7 * n + 2 * f6 * n + 2 * c5 * plane5 * n + 2 * c2 * n * plane3)   // partials
+        total += (f7 + f6) * P * n + c5 * P * plane5 * n + c5 * P * n * plane5           // dh7 dh6, dx6, dp5
+        total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
+        total += 2 * c2 * P * n * plane2 + c1 * P * n * plane2 + 2 * c1 * P * n * plane1  // dl2 da2, dp1, dl1 da1
+        // The im2col scratch (col and colGradient), as Convolution sizes it.
+        let convs: [(inPerPart: Double, kernel: Double, plane: Double)] = [
+            (3, 11, plane1), (c1, 5, plane2), (2 * c2, 3, plane3), (c3, 3, plane3), (c4, 3, plane3)]
+        let column = convs.map { c -> Double in
+            let patch = c.inPerPart * c.kernel * c.kernel
+            let images = max(1, min(n, (Double(columnBudget) / (patch * c.plane)).rounded(.down)))
+            return patch * c.plane * images
+        }.max()!
+        total += 2 * column
+        // Parameters, gradients and momentum of the local towers.
+        let params = config.tensors.reduce(0.0) { sum, t in
+            let rows = Double(ModelConfig.towerStart(towers.upperBound, of: t.shape[0]) - ModelConfig.towerStart(towers.lowerBound, of: t.shape[0]))
+            return sum + rows * Double(t.shape.dropFirst().reduce(1, *))
+        }
+        total += 3 * params
+        return total < 0x1p62 ? Int(total) : nil
     }
 
     deinit { for p in arena { p.deallocate() } }

@@ -21,6 +21,11 @@ public struct TrainingSettings: Sendable {
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
     public var saveEvery = 0                        // also write --save every this many steps (0: only at the end)
     public var tenCrop = false                      // evaluate on 10 crops (corners, centre, and their mirrors)
+    public var writesFiles = true                   // whether this process writes --save and --loss-log (rank 0 does)
+    public var rank = 0                             // this process's rank (named in messages)
+    public var dataset = ""                         // the dataset's fingerprint (DatasetFingerprint), kept in checkpoints
+    /// What --resume may change from the checkpoint's settings ("seed", "data", "dropout"); anything else is refused.
+    public var resumeAllowedChanges: Set<String> = []
     /// Data parallelism: this replica is shard `index` of `count`, and takes that share of every global batch.
     public var shard = (index: 0, count: 1)
     public var localBatch: Int { batch / shard.count }
@@ -40,6 +45,10 @@ public struct TrainingSummary: Sendable {
     public var top1: Double = .nan, top5: Double = .nan
     public var imagesPerSecond: Double = 0
     public var seconds: Double = 0
+    /// The step a stop request (SIGTERM, SIGINT) ended training at, if one did; evaluation is then skipped.
+    public var stoppedAtStep: Int? = nil
+    /// What a --resume changed from the checkpoint's settings (allowed by --resume-allow-changes), for the summary.
+    public var resumeChanges: [String] = []
 }
 
 public final class Trainer {
@@ -54,7 +63,12 @@ public final class Trainer {
     /// Called once after the last training step, before saving and evaluation (e.g. to read exchange counters).
     public var trainingFinished: (() -> Void)? = nil
     /// Whether this process writes files (rank 0 does; its partner only helps).
-    public var writesFiles = true
+    public var writesFiles: Bool { settings.writesFiles }
+    /// Agrees across ranks, after every step, on non-finite values and stop requests (one small collective under
+    /// MPI; in one process what it saw is what is agreed).
+    public var agreeOnStep: (StepReport) throws -> StepAgreement = { StepAgreement.local($0) }
+    /// Whether this process has been asked to stop (SIGTERM, SIGINT).
+    public var stopRequested: () -> Bool = { GracefulStop.requested }
     /// Called before each step with the step number (failure injection in tests).
     public var beforeStep: ((Int) throws -> Void)? = nil
     /// Data parallelism: sums the replicas' gradients after backward (before the update).
@@ -65,7 +79,13 @@ public final class Trainer {
     public var afterUpdate: ((Int) throws -> Void)? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
+    /// What a --resume changed from the checkpoint's settings (allowed by --resume-allow-changes).
+    public private(set) var resumeChanges: [String] = []
+    /// The step of the last checkpoint this run wrote (or resumed from), for messages.
+    public private(set) var lastSavedStep: Int? = nil
     let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
+    /// The loss log, opened before the first step (nil on ranks that do not write files).
+    var lossFile: FileHandle? = nil
 
     /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model).
     public init(settings: TrainingSettings, data: DataSplits, replica: Replica? = nil) throws {
@@ -85,13 +105,14 @@ public final class Trainer {
             guard let state = try self.replica.load(path, momentum: true) else {
                 throw AlexNetError("\(path): no training state in the file (written by --save of alexnet-mpi?); use --init-from to start from its weights")
             }
-            if state.model != settings.model {
-                throw AlexNetError("\(path): saved for \(state.model), but these settings make \(settings.model); use the same --width, --classes and --dropout")
-            }
-            guard state.step < settings.steps else {
-                throw AlexNetError("\(path): already at step \(state.step); ask for more --steps (now \(settings.steps))")
-            }
+            resumeChanges = try Self.checkResume(state, path: path, settings: settings)
             firstStep = state.step
+            lastSavedStep = state.step
+        }
+        // Output files before any work: a bad path refuses in seconds instead of after the training.
+        if settings.writesFiles {
+            if let path = settings.save { try OutputFiles.checkWritable(path, option: "--save") }
+            if let path = settings.lossLog { lossFile = try OutputFiles.openLossLog(path, firstStep: firstStep) }
         }
         assembler = BatchAssembler(training: data.train, seed: settings.seed, sampleLimit: data.statisticsSamples)
         if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
@@ -101,7 +122,37 @@ public final class Trainer {
         if settings.initFrom == nil && settings.resume == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
     }
 
-    deinit { input.deallocate() }
+    deinit { input.deallocate(); try? lossFile?.close() }
+
+    /// What a resumed run may differ in from its checkpoint: the step must lie in [0, --steps), the model's shapes
+    /// must match, and seed, dataset and dropout may change only when --resume-allow-changes names them.
+    /// Returns the allowed changes, described for the summary.
+    static func checkResume(_ state: TrainingState, path: String, settings: TrainingSettings) throws -> [String] {
+        guard state.step >= 0 else {
+            throw AlexNetError("\(path): the stored step \(state.step) is negative (a damaged or hand-edited file); resume from another checkpoint")
+        }
+        guard state.step < settings.steps else {
+            throw AlexNetError("\(path): already at step \(state.step); ask for more --steps (now \(settings.steps))")
+        }
+        if state.model.width != settings.model.width || state.model.classes != settings.model.classes
+            || state.model.lrnSize != settings.model.lrnSize || state.model.lrnAlpha != settings.model.lrnAlpha
+            || state.model.lrnBeta != settings.model.lrnBeta || state.model.lrnK != settings.model.lrnK {
+            throw AlexNetError("\(path): saved for width \(state.model.width) and \(state.model.classes) classes, but these settings make width \(settings.model.width) and \(settings.model.classes) classes; resume with the same --width and --classes (start a new run with --init-from to change the network)")
+        }
+        var differences: [(name: String, text: String)] = []
+        if state.seed != settings.seed { differences.append(("seed", "--seed \(state.seed) → \(settings.seed) (a different data order, augmentation and dropout from here on)")) }
+        if state.model.dropout != settings.model.dropout { differences.append(("dropout", "--dropout \(state.model.dropout) → \(settings.model.dropout)")) }
+        if let saved = state.dataset, !settings.dataset.isEmpty, saved != settings.dataset {
+            differences.append(("data", "dataset \(saved) → \(settings.dataset)"))
+        }
+        let refused = differences.filter { !settings.resumeAllowedChanges.contains($0.name) }
+        guard refused.isEmpty else {
+            throw AlexNetError("\(path): this run differs from the checkpoint's: " + refused.map(\.text).joined(separator: "; ")
+                               + "; use the checkpoint's settings, or allow it with --resume-allow-changes "
+                               + refused.map(\.name).joined(separator: ","))
+        }
+        return differences.map(\.text)
+    }
 
     public var batchesPerEpoch: Int { data.train.count / settings.batch }
 
@@ -117,8 +168,9 @@ public final class Trainer {
     }
 
     /// One training step on the global batch of `step` (this replica computing its shard); returns the mean loss
-    /// over the global batch before the update.
-    public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> Double {
+    /// over the global batch before the update, and the sum of this process's weights after it (finite exactly when
+    /// every weight is). A non-finite loss skips the update.
+    public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> (loss: Double, weightSum: Double) {
         let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
         let (epoch, global) = batchIndices(step: step, cache: &cache)
         let indices = Array(global[first..<(first + local)])
@@ -129,12 +181,23 @@ public final class Trainer {
                                                      seed: settings.seed, step: step, firstSample: first)
         try synchroniseGradients?()
         let loss = try sumOverReplicas(localLoss) / Double(b)
-        guard loss.isFinite else {
-            throw AlexNetError("the loss became \(loss) at step \(step); lower --lr (now \(settings.learningRate))")
-        }
-        try replica.update(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
+        guard loss.isFinite else { return (loss, .nan) }
+        let weightSum = try replica.update(learningRate: settings.learningRate, momentum: settings.momentum,
+                                           weightDecay: settings.weightDecay)
         try afterUpdate?(step)
-        return loss
+        return (loss, weightSum)
+    }
+
+    /// What this process saw in the step just done.
+    func report(loss: Double, weightSum: Double) -> StepReport {
+        var r = StepReport(stopRequested: stopRequested())
+        if !loss.isFinite {
+            r.nonFinite = "the loss is \(loss)"
+        } else if !weightSum.isFinite {
+            let tensor = replica.stores.lazy.compactMap { $0.firstNonFiniteTensor() }.first
+            r.nonFinite = tensor.map { "\($0) is not finite after the update" } ?? "the weights' sum overflowed (\(weightSum))"
+        }
+        return r
     }
 
     /// Top-1 and top-5 accuracy (centre crop, no dropout) over `limit` images of the held-out set, each replica
@@ -172,28 +235,39 @@ public final class Trainer {
 
     public func run() throws -> TrainingSummary {
         var summary = TrainingSummary()
+        summary.resumeChanges = resumeChanges
         var cache = (epoch: -1, order: [Int]())
         let start = PhaseClock.now()
         var lastPrint = start
-        var lossFile: FileHandle? = nil
-        if let path = settings.lossLog, writesFiles {
-            guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-                throw AlexNetError("--loss-log \(path): cannot create the file")
-            }
-            lossFile = h
-        }
-        defer { try? lossFile?.close() }
+        var lastStep = settings.steps - 1
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
-            let loss = try trainStep(step, cache: &cache)
+            let (loss, weightSum) = try trainStep(step, cache: &cache)
+            let mine = report(loss: loss, weightSum: weightSum)
+            let agreed = try agreeOnStep(mine)
+            if let bad = agreed.nonFiniteRank {
+                // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
+                let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
+                let advice = "; lower --lr (now \(settings.learningRate)) or --weight-decay (now \(settings.weightDecay))"
+                if let why = mine.nonFinite, bad == settings.rank {
+                    throw AgreedStop("training blew up at step \(step): \(why);" + kept + advice, printHere: true)
+                }
+                throw AgreedStop("training blew up at step \(step) on rank \(bad) (it names the tensor);" + kept + advice,
+                                 printHere: settings.rank == 0)
+            }
             summary.losses.append(loss)
             lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
             if let path = settings.save, settings.saveEvery > 0, (step + 1) % settings.saveEvery == 0, step + 1 < settings.steps {
                 try saveCheckpoint(path, step: step + 1)   // a crash later loses at most saveEvery steps
             }
+            if let who = agreed.stopRank {
+                summary.stoppedAtStep = step + 1
+                lastStep = step
+                log("stopping after step \(step + 1): a stop was requested (SIGTERM or SIGINT\(who == settings.rank && settings.rank == 0 ? "" : " on rank \(who)"))")
+            }
             let now = PhaseClock.now()
             let elapsed = Double(now - start) * 1e-9
-            if step == settings.steps - 1 || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
+            if step == lastStep || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
                 lastPrint = now
                 let done = step + 1 - firstStep
                 let rate = Double(done * settings.batch) / elapsed
@@ -201,28 +275,33 @@ public final class Trainer {
                 log(String(format: "step %5d/%d  epoch %3d  loss %.4f  %7.1f img/s  ETA %@",
                            step + 1, settings.steps, step / batchesPerEpoch, loss, rate, Self.clockText(eta)))
             }
+            if summary.stoppedAtStep != nil { break }
         }
+        let stepsDone = lastStep + 1
         summary.seconds = Double(PhaseClock.now() - start) * 1e-9
-        let c = replica.clock, n = Double(settings.steps - firstStep)
+        let c = replica.clock, n = Double(max(1, stepsDone - firstStep))
         let data = c.seconds(.data, .forward), update = c.seconds(.update, .backward)
         log(String(format: "time per step: data %.1f ms, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
                    1e3 * data / n, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
                    1e3 * c.total(.exchange) / n, 1e3 * update / n))
-        summary.imagesPerSecond = Double((settings.steps - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
+        summary.imagesPerSecond = Double((stepsDone - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
         trainingFinished?()
         let tail = summary.losses.suffix(max(1, min(20, summary.losses.count)))
         summary.trainLoss = tail.reduce(0, +) / Double(max(1, tail.count))
         if let path = settings.save {
-            try saveCheckpoint(path, step: settings.steps)
-            if writesFiles { log("saved \(path)") }
+            try saveCheckpoint(path, step: stepsDone)
+            if writesFiles { log("saved \(path) at step \(stepsDone)") }
         }
+        if summary.stoppedAtStep != nil { return summary }   // asked to stop: no evaluation pass
         (summary.top1, summary.top5) = try evaluate()
         return summary
     }
 
     public func saveCheckpoint(_ path: String, step: Int) throws {
-        let state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
+        var state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
+        state.dataset = settings.dataset.isEmpty ? nil : settings.dataset
         if let write = writeCheckpoint { try write(path, state) } else { try replica.save(path, state: state) }
+        lastSavedStep = step
     }
 
     static func clockText(_ seconds: Double) -> String {

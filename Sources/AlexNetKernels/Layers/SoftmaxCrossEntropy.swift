@@ -36,12 +36,15 @@ public enum SoftmaxCrossEntropy {
         }
     }
 
-    /// Whether the label is among the `k` largest logits of image n (ties count against).
+    /// Whether the label is among the `k` largest logits of image n (ties count against). A non-finite score anywhere
+    /// in the image's row is a miss: NaN compares false with everything and would otherwise rank first.
     public static func inTopK(logits: UnsafePointer<Float>, classes: Int, batch: Int, image n: Int, label: Int, k: Int) -> Bool {
         let target = logits[label * batch + n]
+        guard target.isFinite else { return false }
         var above = 0
         for c in 0..<classes where c != label {
             let v = logits[c * batch + n]
+            guard v.isFinite else { return false }
             if v > target || (v == target && c < label) { above += 1 }
         }
         return above < k
