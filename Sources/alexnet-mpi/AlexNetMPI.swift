@@ -168,6 +168,7 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
     @OptionGroup var threadOptions: ThreadOptions
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
     @Option(name: .customLong("debug-fail-rank"), help: .hidden) var debugFailRank: Int?
     @Option(name: .customLong("debug-fail-step"), help: .hidden) var debugFailStep: Int = 0
     @Option(name: .customLong("debug-fail-kind"), help: .hidden) var debugFailKind: String = "error"
@@ -188,6 +189,7 @@ struct Train: ParsableCommand {
         guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
         if saveEvery > 0 && save == nil { throw ValidationError("--save-every needs --save FILE") }
         if resume != nil && initFrom != nil { throw ValidationError("give --resume or --init-from, not both") }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
     }
 
     /// What every rank must agree on (compared at start-up under MPI).
@@ -206,6 +208,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let mode = try resolveMode(mode)
+        if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
         let (threads, layout) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
         let splits: DataSplits
         if let directory = data {
@@ -376,15 +379,18 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("im2col-budget"), help: "Floats an im2col chunk may hold (tuning).")
     var im2colBudget: Int = Convolution.columnBudget
     @OptionGroup var threadOptions: ThreadOptions
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
 
     func validate() throws {
         guard width > 0 else { throw ValidationError("--width must be positive (got \(width))") }
         guard classes >= 2 else { throw ValidationError("--classes must be at least 2") }
         guard batch >= 1, steps >= 1 else { throw ValidationError("--batch and --steps must be at least 1") }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
     }
 
     func run() throws {
         let mode = try resolveMode(mode)
+        if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
         var s = BenchmarkSettings()
         (s.threads, s.layout) = threadOptions.apply(holdsBothTowers: mode == .single)
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
