@@ -56,8 +56,7 @@ let package = Package(
         // The MPI transport and layouts: the only Swift code that imports MPI.
         .target(
             name: "AlexNetMPI",
-            dependencies: ["AlexNet", "CMPI"],
-            swiftSettings: [.swiftLanguageMode(.v5)]   // TEMPORARY until the MPI races are fixed
+            dependencies: ["AlexNet", "CMPI"]
         ),
         .executableTarget(
             name: "alexnet-mpi",

@@ -6,13 +6,16 @@ import AlexNet
 import CMPI
 import Foundation
 
-public final class GradientAllreduce {
+/// Shared between the main and the progress thread: `requests` and `failure`, both only under `requestsLock`.
+/// Everything else is the main thread's.
+public final class GradientAllreduce: @unchecked Sendable {
     public let communicator: MPICommunicator
     let gradients: UnsafeMutablePointer<Float>
     let count: Int
     /// Floats a bucket gathers before its allreduce starts (25 MB, PyTorch DDP's default).
     public var bucketFloats = 25 << 18
-    var requests: [MPI_Request?] = []
+    var requests: [MPI_Request?] = []   // under requestsLock
+    var failure: Error? = nil           // under requestsLock: the first MPI error, thrown by `finish`
     var pendingLow: Int            // gradients [pendingLow, startedLow) are final but not yet in flight
     var startedLow: Int            // gradients [startedLow, count) are in flight (or done)
 
@@ -21,7 +24,7 @@ public final class GradientAllreduce {
     public private(set) var floatsReduced = 0
     public private(set) var buckets = 0
 
-    let requestsLock = NSLock()             // guards `requests` between the main and the progress thread
+    let requestsLock = NSLock()             // guards `requests` and `failure` between the main and the progress thread
     let wake = DispatchSemaphore(value: 0)
     var progressThread: Thread? = nil
 
@@ -32,7 +35,7 @@ public final class GradientAllreduce {
         pendingLow = count
         startedLow = count
         if MPICommunicator.threadsMayCall {
-            let t = Thread { [unowned self] in self.progressLoop() }
+            let t = Thread { [self] in progressLoop() }   // holds the instance: one a run, for the process's life
             t.name = "allreduce progress"
             progressThread = t
             t.start()
@@ -58,17 +61,18 @@ public final class GradientAllreduce {
 
     public func resetCounters() { exposedSeconds = 0; floatsReduced = 0; buckets = 0 }
 
-    var failure: Error? = nil
+    var firstFailure: Error? { requestsLock.withLock { failure } }
+    func record(_ error: Error) { requestsLock.withLock { if failure == nil { failure = error } } }
 
     /// Backward finished gradients[range]; ranges arrive from the end of the buffer towards its start.
     /// (Called from inside backward, which cannot throw through: an MPI error is kept and thrown by `finish`.)
     public func ready(_ range: Range<Int>) {
         precondition(range.upperBound == pendingLow, "gradients must become ready from the last layer backwards")
         pendingLow = range.lowerBound
-        guard failure == nil else { return }
+        guard firstFailure == nil else { return }
         do {
             if startedLow - pendingLow >= bucketFloats { try startBucket() }
-        } catch { failure = error }
+        } catch { record(error) }
         progress()
     }
 
@@ -95,14 +99,14 @@ public final class GradientAllreduce {
 
     /// Starts what is left and waits for every bucket: afterwards the buffer holds the sum over the ranks.
     public func finish() throws {
-        if let e = failure { throw e }
+        if let e = firstFailure { throw e }
         precondition(pendingLow == 0, "backward did not announce every layer")
         try startBucket()
         let t0 = PhaseClock.now()
         requestsLock.lock()
         defer { requestsLock.unlock() }
         if let e = failure { throw e }
-        try communicator.waitAll(&requests)
+        try communicator.waiting(in: "the gradient allreduce") { try communicator.waitAll(&requests) }
         exposedSeconds += Double(PhaseClock.now() - t0) * 1e-9
         requests.removeAll(keepingCapacity: true)
         pendingLow = count
@@ -114,13 +118,15 @@ public final class GradientAllreduce {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { scratch.deallocate() }
         scratch.initialize(repeating: 0, count: count)
-        try communicator.barrier()
-        var best = Double.infinity
-        for _ in 0..<repeats {
-            let t0 = PhaseClock.now()
-            try communicator.sum(scratch, count: count)
-            best = min(best, Double(PhaseClock.now() - t0) * 1e-9)
+        return try communicator.waiting(in: "the timing of one blocking gradient allreduce") {
+            try communicator.barrier()
+            var best = Double.infinity
+            for _ in 0..<repeats {
+                let t0 = PhaseClock.now()
+                try communicator.sum(scratch, count: count)
+                best = min(best, Double(PhaseClock.now() - t0) * 1e-9)
+            }
+            return try communicator.maximum(best)
         }
-        return try communicator.maximum(best)
     }
 }

@@ -1,6 +1,8 @@
 // The tower exchange between the two ranks of a model-parallel pair: point-to-point MPI_Sendrecv of own slices
 // (forward all-gather) and of the partner's slices of the input-gradient partials (backward reduce-scatter).
-// Tags say step and exchange point. Time waiting for the partner is measured apart from time moving data.
+// Before each, the ranks trade a (step, point) header: a partner at another step or point is reported at once,
+// not traded wrong data with or waited for until the stall watchdog fires. Each point has its own small fixed tag
+// (MessageTag). Time waiting for the partner (the header) is measured apart from time moving data.
 import AlexNet
 import Foundation
 
@@ -34,23 +36,33 @@ public final class MPITowerExchange: TowerExchange {
     }
 
     var partner: Int { 1 - communicator.rank }
-    func tag(_ point: ExchangePoint) -> Int { (step % 1_000_000) * 16 + point.rawValue }
 
-    /// A zero-byte handshake: the time it takes is time spent waiting for the partner to arrive here.
+    /// Trades (step, point) with the partner; the time it takes is time spent waiting for the partner to arrive
+    /// here. Throws, naming both ranks' steps and points, if the partner is elsewhere.
     func synchronise(_ point: ExchangePoint) throws {
         let t0 = PhaseClock.now()
-        var outgoing: Float = 0, incoming: Float = 0
-        try communicator.exchange(send: &outgoing, sendCount: 0, receive: &incoming, receiveCount: 0, peer: partner, tag: tag(point) + 8)
+        let theirs = try communicator.exchange([Int64(step), Int64(point.rawValue)], peer: partner, tag: MessageTag.towerExchangeHeader)
         waitingSeconds += Double(PhaseClock.now() - t0) * 1e-9
+        guard theirs[0] != Int64(step) || theirs[1] != Int64(point.rawValue) else { return }
+        let otherPoint = ExchangePoint(rawValue: Int(theirs[1])).map(Self.describe) ?? "unknown exchange point #\(theirs[1])"
+        let me = communicator.worldRanks[communicator.rank], other = communicator.worldRanks[partner]
+        throw AlexNetError("the two towers are out of step: rank \(me) is at step \(step) in the tower exchange \(Self.describe(point)), but its partner rank \(other) is at step \(theirs[0]) in the tower exchange \(otherPoint); stopping (did the ranks resume from different checkpoint files?)")
+    }
+
+    /// "before conv3", "at logits", "at fc8 input grad".
+    static func describe(_ point: ExchangePoint) -> String {
+        point.name.hasPrefix("before") ? point.name : "at " + point.name
     }
 
     func move(send: UnsafePointer<Float>, sendCount: Int, receive: UnsafeMutablePointer<Float>, receiveCount: Int,
               at point: ExchangePoint) throws {
-        try synchronise(point)
-        let t0 = PhaseClock.now()
-        try communicator.exchange(send: send, sendCount: sendCount, receive: receive, receiveCount: receiveCount,
-                                  peer: partner, tag: tag(point))
-        transferSeconds += Double(PhaseClock.now() - t0) * 1e-9
+        try communicator.waiting(in: "the tower exchange \(Self.describe(point))", for: partner) {
+            try synchronise(point)
+            let t0 = PhaseClock.now()
+            try communicator.exchange(send: send, sendCount: sendCount, receive: receive, receiveCount: receiveCount,
+                                      peer: partner, tag: MessageTag.towerExchange(point))
+            transferSeconds += Double(PhaseClock.now() - t0) * 1e-9
+        }
         floatsSent += sendCount
         floatsSentByPoint[point.rawValue] += sendCount
     }

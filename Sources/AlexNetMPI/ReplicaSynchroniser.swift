@@ -22,8 +22,10 @@ public final class ReplicaSynchroniser {
 
     /// Every replica takes the first rank's weights and momentum.
     public func broadcastFromFirst() throws {
-        try group.broadcast(store.values, count: store.count)
-        try group.broadcast(store.momentum, count: store.count)
+        try group.waiting(in: "the start-up broadcast of the first replica's weights") {
+            try group.broadcast(store.values, count: store.count)
+            try group.broadcast(store.momentum, count: store.count)
+        }
     }
 
     /// FNV-1a over the bit patterns of every weight: equal exactly when the weights are.
@@ -37,7 +39,7 @@ public final class ReplicaSynchroniser {
     /// Compares the replicas' checksums; throws naming the ranks whose weights differ from the first's.
     public func compareWeights(afterStep step: Int) throws {
         let mine = withUnsafeBytes(of: checksum().littleEndian) { Array($0) }
-        let all = try group.allGather(bytes: mine)
+        let all = try group.waiting(in: "the comparison of the replicas' weights") { try group.allGather(bytes: mine) }
         let odd = all.indices.filter { all[$0] != all[0] }
         guard odd.isEmpty else {
             throw AlexNetError("the replicas' weights differ after step \(step + 1): group rank\(odd.count > 1 ? "s" : "") \(odd.map(String.init).joined(separator: ", ")) disagree\(odd.count > 1 ? "" : "s") with group rank 0; stopping rather than training on diverged copies")

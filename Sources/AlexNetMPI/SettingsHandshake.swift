@@ -7,7 +7,9 @@ public enum SettingsHandshake {
     /// `fields` are (name, value) pairs in a fixed order. Returns normally only when every rank has the same list.
     public static func check(_ fields: [(String, String)], on communicator: MPICommunicator) throws {
         let text = fields.map { "\($0.0)\u{1F}\($0.1)" }.joined(separator: "\u{1E}")
-        let all = try communicator.allGather(bytes: Array(text.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let all = try communicator.waiting(in: "the start-up comparison of settings") {
+            try communicator.allGather(bytes: Array(text.utf8))
+        }.map { String(decoding: $0, as: UTF8.self) }
         guard Set(all).count > 1 else { return }
         func parse(_ s: String) -> [(String, String)] {
             s.split(separator: "\u{1E}", omittingEmptySubsequences: false).map {

@@ -7,6 +7,7 @@ static inline MPI_Comm shim_comm_null(void) { return MPI_COMM_NULL; }
 static inline MPI_Datatype shim_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype shim_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype shim_uint64(void) { return MPI_UINT64_T; }
+static inline MPI_Datatype shim_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype shim_char(void) { return MPI_CHAR; }
 static inline MPI_Datatype shim_int(void) { return MPI_INT; }
 static inline MPI_Op shim_sum(void) { return MPI_SUM; }
@@ -20,3 +21,14 @@ static inline void *shim_in_place(void) { return MPI_IN_PLACE; }
 static inline int shim_success(void) { return MPI_SUCCESS; }
 static inline int shim_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int shim_any_source(void) { return MPI_ANY_SOURCE; }
+static inline int shim_undefined(void) { return MPI_UNDEFINED; }
+
+/// The largest message tag this MPI accepts (the MPI_TAG_UB attribute of `comm`; the standard guarantees at least
+/// 32767), or 32767 if the attribute is missing. Returns an MPI error code.
+static inline int shim_tag_upper_bound(MPI_Comm comm, int *upper) {
+    int *value = 0, flag = 0;
+    int code = MPI_Comm_get_attr(comm, MPI_TAG_UB, &value, &flag);
+    if (code != MPI_SUCCESS) return code;
+    *upper = (flag && value) ? *value : 32767;
+    return MPI_SUCCESS;
+}

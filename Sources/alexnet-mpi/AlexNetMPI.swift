@@ -179,6 +179,7 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
     @OptionGroup var threadOptions: ThreadOptions
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
     @Option(name: .customLong("debug-fail-rank"), help: .hidden) var debugFailRank: Int?
     @Option(name: .customLong("debug-fail-step"), help: .hidden) var debugFailStep: Int = 0
     @Option(name: .customLong("debug-fail-kind"), help: .hidden) var debugFailKind: String = "error"
@@ -202,6 +203,7 @@ struct Train: ParsableCommand {
         guard unknown.isEmpty else {
             throw ValidationError("--resume-allow-changes: \(unknown.sorted().joined(separator: ", ")) cannot be allowed; choose from \(Self.changeableOnResume.sorted().joined(separator: ", "))")
         }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
     }
 
     static let changeableOnResume: Set<String> = ["seed", "data", "dropout"]
@@ -220,6 +222,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let mode = try resolveMode(mode)
+        if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
         let (threads, layout, perModel) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
         let splits: DataSplits
         if let directory = data {
@@ -384,7 +387,7 @@ struct Train: ParsableCommand {
             for line in lines { Launch.say(line) }
         }
         Launch.say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
-                          s.steps, r.seconds, r.imagesPerSecond, r.trainLoss,
+                          s.steps - trainer.firstStep, r.seconds, r.imagesPerSecond, r.trainLoss,
                           (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5)
                    + (r.resumeChanges.isEmpty ? "" : "; resumed with changes: " + r.resumeChanges.joined(separator: "; ")))
     }
@@ -407,15 +410,18 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("im2col-budget"), help: "Floats an im2col chunk may hold (tuning).")
     var im2colBudget: Int = Convolution.defaultColumnBudget
     @OptionGroup var threadOptions: ThreadOptions
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
 
     func validate() throws {
         try Limits.check(width: width, classes: classes, batch: batch)
         guard steps >= 1, steps <= 1_000_000 else { throw ValidationError("--steps must be in 1…1000000 (got \(steps))") }
         guard im2colBudget >= 1 else { throw ValidationError("--im2col-budget must be at least 1 (got \(im2colBudget))") }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
     }
 
     func run() throws {
         let mode = try resolveMode(mode)
+        if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
         var s = BenchmarkSettings()
         (s.threads, s.layout, s.threadsPerModel) = threadOptions.apply(holdsBothTowers: mode == .single)
         s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)

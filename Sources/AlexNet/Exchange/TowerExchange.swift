@@ -35,7 +35,8 @@ public protocol TowerExchange: AnyObject {
     func reduceScatter(partials: [UnsafeMutablePointer<Float>], offsets: [Int],
                        into destination: UnsafeMutablePointer<Float>, at point: ExchangePoint) throws
 
-    /// Told before each training step's forward pass (an MPI exchange puts the step in its message tags).
+    /// Told before each training step's forward pass (an MPI exchange sends the step with every message, so that
+    /// partners out of step are detected).
     func beginStep(_ step: Int)
 }
 
