@@ -16,6 +16,7 @@ struct AlexNetCommand: ParsableCommand {
     /// Errors of ours become one line on stderr (naming the rank under MPI) and stop every rank;
     /// argument errors keep ArgumentParser's usage text.
     static func main() {
+        BlasKernels.ensureBest()   // before MPI starts: may re-execute this process with better OpenBLAS kernels
         var command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -257,6 +258,7 @@ struct Train: ParsableCommand {
         try Limits.checkMemory(config: s.model, batch: mode == .data || mode == .hybrid ? s.localBatch : batch, layout: layout,
                                localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
                                say: Launch.say)
+        Launch.say("BLAS: " + BlasKernels.report)
         GracefulStop.install()
         var exchange: MPITowerExchange? = nil
         var synchroniser: ReplicaSynchroniser? = nil
@@ -438,7 +440,7 @@ struct Bench: ParsableCommand {
         try Limits.checkMemory(config: s.model, batch: max(1, perRank), layout: s.layout,
                                localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
                                say: Launch.say)
-        Launch.say("OpenBLAS: \(Blas.configuration)")
+        Launch.say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
         switch mode {
         case .single:
             let r = try Benchmark.run(s)

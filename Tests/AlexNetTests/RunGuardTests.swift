@@ -271,3 +271,19 @@ final class RunGuardTests: XCTestCase {
         XCTAssertLessThan(r.seconds, 60)
     }
 }
+
+/// The data-parallel gradient allreduce with its progress thread, under mpirun on the fixture's four images: a plain
+/// test in the release build, and the race check when the test command runs it from the ThreadSanitizer build (whose
+/// alexnet-mpi is instrumented too: a race makes it report and exit non-zero).
+final class ProgressThreadTests: XCTestCase {
+    func testDataParallelTrainingWithTheProgressThread() throws {
+        let dir = Paths.temporaryDirectory("progress-thread")
+        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "data", "--data", Paths.fixture, "--batch", "4", "--steps", "3",
+                        "--width", "0.125", "--classes", "10", "--threads", "1", "--no-augment",
+                        "--loss-log", dir + "/loss.txt"], timeout: 600)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertFalse(r.err.contains("ThreadSanitizer"), r.err)
+        XCTAssertEqual(readLosses(dir + "/loss.txt").count, 3)
+        XCTAssertTrue(r.out.contains("gradient allreduce"), r.out)
+    }
+}

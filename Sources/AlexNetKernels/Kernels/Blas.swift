@@ -29,6 +29,16 @@ public enum Blas {
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
+    /// The core whose kernels OpenBLAS runs (e.g. "SkylakeX", "Prescott").
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// OpenBLAS's version (e.g. "0.3.21"), from its configuration string.
+    public static var version: String {
+        guard let c = openblas_get_config() else { return "unknown" }
+        let words = String(cString: c).split(separator: " ")
+        return words.count > 1 && words[0] == "OpenBLAS" ? String(words[1]) : "unknown"
+    }
+
     /// What OpenBLAS says it was built for and runs on (e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ... SkylakeX MAX_THREADS=64").
     public static var configuration: String {
         guard let c = openblas_get_config() else { return "unknown" }
