@@ -1,5 +1,6 @@
 // A NumPy dataset directory: images.npy (uint8 (N, H, W, 3) or float32 (N, 3, 227, 227)) and labels.npy (int64/int32 (N,)),
-// with an optional heldout/ subdirectory of the same form for held-out accuracy.
+// with an optional heldout/ subdirectory of the same form for held-out accuracy. Float images must be finite and labels
+// in 0..<2²⁴; both are checked once when the folder is opened.
 import Foundation
 
 public final class NumpyDataset: ImageDataset, @unchecked Sendable {
@@ -33,6 +34,14 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
                 throw AlexNetError("\(imagesPath): float32 images must have shape (N, 3, 227, 227), found \(s)")
             }
             storage = .tensors
+            // Scanned once here, so a NaN or ±inf never reaches the network.
+            if let bad = images.firstNonFinite() {
+                let plane = ModelConfig.inputSize * ModelConfig.inputSize
+                let (image, rest) = bad.quotientAndRemainder(dividingBy: 3 * plane)
+                let (channel, pixel) = rest.quotientAndRemainder(dividingBy: plane)
+                let (row, column) = pixel.quotientAndRemainder(dividingBy: ModelConfig.inputSize)
+                throw AlexNetError("\(imagesPath): value \(images.float(at: bad)) at index \(bad) (image \(image), channel \(channel), row \(row), column \(column)) is not finite; float32 images must hold finite numbers")
+            }
         }
         guard labelArray.shape.count == 1, labelArray.shape[0] == s[0] else {
             throw AlexNetError("\(labelsPath): labels must have shape (\(s[0]),) to match images.npy, found \(labelArray.shape)")
@@ -42,9 +51,16 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
         if let bad = labels.firstIndex(where: { $0 < 0 }) {
             throw AlexNetError("\(labelsPath): label \(labels[bad]) at index \(bad) is negative")
         }
+        // Bounded so that class counts derived from labels (largest + 1) cannot overflow.
+        if let bad = labels.firstIndex(where: { $0 >= Self.labelLimit }) {
+            throw AlexNetError("\(labelsPath): label \(labels[bad]) at index \(bad) is too large (labels must be below \(Self.labelLimit))")
+        }
         count = s[0]
         name = directory
     }
+
+    /// Labels are class indices below 2²⁴ (the largest class count a checkpoint's state may hold).
+    public static let labelLimit = 1 << 24
 
     public var largestLabel: Int { labels.max() ?? 0 }
 
@@ -59,7 +75,7 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
 
     public func pixels(_ index: Int, into out: UnsafeMutablePointer<UInt8>) {
         guard case .pixels(let h, let w) = storage else { preconditionFailure() }
-        images.withBytes { memcpy(out, $0 + index * h * w * 3, h * w * 3) }
+        _ = images.withBytes { memcpy(out, $0 + index * h * w * 3, h * w * 3) }
     }
 
     public func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int) {

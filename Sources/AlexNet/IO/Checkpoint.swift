@@ -19,8 +19,10 @@ public enum Checkpoint {
     /// with the momentum buffers and the training state.
     public static func save(_ stores: [ParameterStore], state: TrainingState, to path: String) throws {
         let sorted = stores.sorted { $0.towers.lowerBound < $1.towers.lowerBound }
-        precondition(sorted.map(\.towers).reduce(into: [Int]()) { $0 += Array($1) } == Array(0..<ModelConfig.towers),
-                     "a whole-model file needs every tower exactly once")
+        guard sorted.map(\.towers).reduce(into: [Int](), { $0 += Array($1) }) == Array(0..<ModelConfig.towers),
+              sorted.allSatisfy({ $0.config == sorted[0].config }) else {
+            throw AlexNetError("\(path): cannot save: a whole-model file needs every tower exactly once, of one model (got towers \(sorted.map(\.towers)))")
+        }
         var owned: [UnsafeMutablePointer<Float>] = []
         defer { owned.forEach { $0.deallocate() } }
         var tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)] = []
@@ -40,7 +42,9 @@ public enum Checkpoint {
                 tensors.append((prefix + t.name, t.shape, UnsafeBufferPointer(start: whole, count: count)))
             }
         }
-        let json = String(data: try JSONEncoder().encode(state), encoding: .utf8)!
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]   // the same state gives the same bytes (JSONEncoder's order varies by run)
+        let json = String(decoding: try encoder.encode(state), as: UTF8.self)
         try SafetensorsFile.write(path: path, tensors: tensors, metadata: ["format": "alexnet-mpi", "state": json])
     }
 
@@ -49,19 +53,84 @@ public enum Checkpoint {
     }
 
     /// Reads the local towers' rows of every parameter (and the momentum if the file has it and `momentum` is set).
-    /// Returns the training state stored in the file, if any.
+    /// Every tensor with a stored checksum is verified first (momentum too: a damaged file is refused whole), the training
+    /// state is decoded and range-checked, and the values read must be finite. Returns the training state stored in the
+    /// file, nil if it has none (e.g. PyTorch weights); a state that does not decode or is out of range throws.
     @discardableResult
     public static func load(_ path: String, into store: ParameterStore, momentum: Bool = false) throws -> TrainingState? {
+        try load(path, into: [store], momentum: momentum)
+    }
+
+    /// The same for several stores (e.g. one a tower) from one opening of the file: checksums are computed once.
+    @discardableResult
+    public static func load(_ path: String, into stores: [ParameterStore], momentum: Bool = false) throws -> TrainingState? {
         let file = try SafetensorsFile(path: path)
-        for t in store.tensors {
-            try file.read(t.name, shape: t.shape, rows: t.rows, into: store.values + t.offset)
-        }
-        if momentum {
-            for t in store.tensors where file.entries["momentum." + t.name] != nil {
-                try file.read("momentum." + t.name, shape: t.shape, rows: t.rows, into: store.momentum + t.offset)
+        try file.verifyAll()
+        let state = try storedState(file)   // before any store is touched
+        for store in stores {
+            for t in store.tensors {
+                try file.read(t.name, shape: t.shape, rows: t.rows, into: store.values + t.offset, verifying: false)
+                try requireFinite(store.values + t.offset, t, name: t.name, path: path)
+            }
+            if momentum {
+                for t in store.tensors where file.entries["momentum." + t.name] != nil {
+                    try file.read("momentum." + t.name, shape: t.shape, rows: t.rows, into: store.momentum + t.offset, verifying: false)
+                    try requireFinite(store.momentum + t.offset, t, name: "momentum." + t.name, path: path)
+                }
             }
         }
-        guard let json = file.metadata["state"], let data = json.data(using: .utf8) else { return nil }
-        return try? JSONDecoder().decode(TrainingState.self, from: data)
+        return state
+    }
+
+    /// The training state in the metadata: nil if absent, else decoded and validated.
+    static func storedState(_ file: SafetensorsFile) throws -> TrainingState? {
+        guard let json = file.metadata["state"] else { return nil }
+        let state: TrainingState
+        do {
+            state = try JSONDecoder().decode(TrainingState.self, from: Data(json.utf8))
+        } catch let error as DecodingError {
+            throw AlexNetError("\(file.path): the training state in the metadata does not decode (\(SafetensorsFile.explain(error))); the file is damaged or from another version")
+        } catch {
+            throw AlexNetError("\(file.path): the training state in the metadata does not decode; the file is damaged or from another version")
+        }
+        try state.validate(file: file.path)
+        return state
+    }
+
+    /// Throws naming the tensor and the first index (within the whole tensor) of a NaN or ±inf among t's local rows.
+    static func requireFinite(_ p: UnsafeMutablePointer<Float>, _ t: ParameterStore.Tensor, name: String, path: String) throws {
+        let n = t.count
+        let bad = UnsafeRawPointer(p).withMemoryRebound(to: UInt32.self, capacity: n) { bits -> Int? in
+            var i = 0
+            while i < n {
+                let hi = min(n, i + 4096)
+                var any: UInt32 = 0   // exponent all ones: inf or NaN; branch-free over a block, so it vectorises
+                for j in i..<hi { any |= (bits[j] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
+                if any != 0 { return (i..<hi).first { (bits[$0] & 0x7F80_0000) == 0x7F80_0000 } }
+                i = hi
+            }
+            return nil
+        }
+        if let j = bad {
+            throw AlexNetError("\(path): tensor '\(name)' holds \(p[j]) at index \(t.rows.lowerBound * t.rowSize + j); weights must be finite (the run that saved them diverged? use an earlier checkpoint)")
+        }
+    }
+}
+
+extension TrainingState {
+    /// Throws unless every field is in the range a run can have; `file` names the source in the message.
+    /// (Whether `step` is below --steps is the trainer's to check.)
+    public func validate(file: String) throws {
+        func bad(_ what: String) -> AlexNetError {
+            AlexNetError("\(file): the stored training state has \(what); the file is damaged or not written by alexnet-mpi --save")
+        }
+        guard step >= 0 else { throw bad("step \(step), which is negative") }
+        guard learningRate.isFinite, learningRate >= 0 else { throw bad("learning rate \(learningRate)") }
+        guard model.width.isFinite, model.width > 0, model.width <= 64 else { throw bad("width \(model.width) (expected 0 < width ≤ 64)") }
+        guard model.classes >= 2, model.classes <= 1 << 24 else { throw bad("\(model.classes) classes (expected 2 to 2^24)") }
+        guard model.dropout >= 0, model.dropout < 1 else { throw bad("dropout \(model.dropout) (expected 0 ≤ dropout < 1)") }
+        guard model.lrnSize >= 1, model.lrnSize <= 1024, model.lrnAlpha.isFinite, model.lrnBeta.isFinite, model.lrnK.isFinite else {
+            throw bad("local response normalisation size \(model.lrnSize), alpha \(model.lrnAlpha), beta \(model.lrnBeta), k \(model.lrnK)")
+        }
     }
 }
