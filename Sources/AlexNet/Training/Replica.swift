@@ -133,9 +133,7 @@ public final class Replica {
     }
 
     public func load(_ path: String, momentum: Bool = false) throws -> TrainingState? {
-        var state: TrainingState? = nil
-        for s in stores { state = try Checkpoint.load(path, into: s, momentum: momentum) }
-        return state
+        try Checkpoint.load(path, into: stores, momentum: momentum)   // one read and checksum for every store
     }
 
     /// The whole model's weights, tensor by tensor in checkpoint order (towers put back together).
