@@ -59,7 +59,7 @@ enum Limits {
 
     static func check(width w: Double, classes c: Int?, batch b: Int) throws {
         guard w > 0, w.isFinite, w <= width else {
-            throw ValidationError("--width must be in (0, \(Int(width))] (got \(w)); 1 is the paper's network")
+            throw ValidationError("--width must be positive and at most \(Int(width)) (got \(w)); 1 is the paper's network")
         }
         if let c, c < 2 || c > classes { throw ValidationError("--classes must be in 2…\(classes) (got \(c))") }
         guard b >= 1, b <= batch else { throw ValidationError("--batch must be in 1…\(batch) (got \(b))") }

@@ -216,6 +216,18 @@ final class RunGuardTests: XCTestCase {
         XCTAssertLessThan(state.step, 100000)
     }
 
+    /// A second signal does not wait for the step: the process ends at once, with 128 + the signal.
+    func testASecondSignalStopsAtOnce() throws {
+        // Steps of a few seconds, so that both signals (apart enough not to merge into one) land inside one step.
+        let run = try BackgroundProcess(Paths.binary, ["train", "--width", "0.5", "--batch", "64", "--threads", "1", "--steps", "100000"])
+        XCTAssertTrue(run.wait(until: { run.out.contains("step     1/") }, timeout: 300), "no first step:\n\(run.out)\n\(run.err)")
+        kill(run.process.processIdentifier, SIGINT)
+        usleep(300_000)
+        kill(run.process.processIdentifier, SIGINT)
+        XCTAssertEqual(run.waitForExit(timeout: 20), 128 + SIGINT)
+        XCTAssertFalse(run.out.contains("stopped at step"), "the second signal waited for the step")
+    }
+
     func testAbsurdSizesAreRefusedBeforeAllocating() {
         for args in [["--width", "1e9"], ["--batch", "10000000"], ["--classes", "1"], ["--epochs", "0"],
                      ["--width", "16", "--batch", "60000"]] {
