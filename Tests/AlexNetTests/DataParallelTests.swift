@@ -4,10 +4,8 @@ import AlexNet
 import Foundation
 import XCTest
 
-final class DataParallelTests: XCTestCase {
-    override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
-    }
+final class DataParallelTests: ProcessTestCase {
+    override class var needsMPI: Bool { true }
 
     // Each layout sums float32 gradients in its own order (each replica its share, then the allreduce), so the
     // weights differ from one process's by ~1e-7. Now and then such a difference flips a max-pool winner or a ReLU
@@ -57,7 +55,7 @@ final class DataParallelTests: XCTestCase {
     func testFixtureUnderDataAndHybridParallelism() throws {
         for (mode, n) in [("data", 2), ("hybrid", 4)] {
             let out = Paths.temporaryDirectory("fixture-\(mode)") + "/after.safetensors"
-            let r = mpirun(["-np", "\(n)", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", mode])
+            let r = try mpirun(["-np", "\(n)", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", mode])
             XCTAssertEqual(r.status, 0, "\(mode): " + r.err + r.out)
             try Fixture.assertTwoUpdatesMatchPyTorch(out, mode)
         }

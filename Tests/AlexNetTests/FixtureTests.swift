@@ -1,4 +1,4 @@
-// Acceptance: the PyTorch fixture in shared/reference/tiny reproduces (logits, loss, gradients, two updates).
+// Acceptance: the PyTorch fixture in Tests/Fixtures/tiny reproduces (logits, loss, gradients, two updates).
 import AlexNet
 import Foundation
 import XCTest
@@ -14,6 +14,7 @@ final class FixtureTests: XCTestCase {
     }
 
     static func loadFixture() throws -> Fixture {
+        try Paths.requireFixture()
         let dir = Paths.fixture
         let data = try NumpyDataset.splits(directory: dir, classes: 10)
         let n = data.train.count

@@ -4,34 +4,8 @@ import AlexNet
 import Foundation
 import XCTest
 
-/// Runs `mpirun` with the flags every test needs (root allowed, more ranks than cores allowed).
-func mpirun(_ arguments: [String], timeout: Double = 300) -> (status: Int32, out: String, err: String, seconds: Double) {
-    let start = Date()
-    let r = runProcess(MPI.launcher, ["--oversubscribe"] + arguments,
-                       environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-                                     "OMPI_MCA_btl_vader_single_copy_mechanism": "none"],
-                       timeout: timeout)
-    return (r.status, r.out, r.err, Date().timeIntervalSince(start))
-}
-
-enum MPI {
-    static let launcher: String = {
-        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) { return p }
-        return "/usr/bin/mpirun"
-    }()
-}
-
-func readLosses(_ path: String) -> [Double] {
-    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
-        $0.split(separator: " ").last.flatMap { Double($0) }
-    }
-}
-
-final class ModelParallelTests: XCTestCase {
-    override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
-        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: MPI.launcher), "mpirun is missing: ./install.sh installs openmpi-bin")
-    }
+final class ModelParallelTests: ProcessTestCase {
+    override class var needsMPI: Bool { true }
 
     /// Acceptance: two ranks train the same per-step losses and final weights as one process, dropout and
     /// augmentation on, 20 steps.
@@ -61,7 +35,7 @@ final class ModelParallelTests: XCTestCase {
     /// Acceptance: the PyTorch fixture reproduces through the CLI under mpirun -np 2 --mode model.
     func testFixtureUnderModelParallelism() throws {
         let out = Paths.temporaryDirectory("mp-fixture") + "/after.safetensors"
-        let r = mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "model"])
+        let r = try mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "model"])
         XCTAssertEqual(r.status, 0, r.err + r.out)
         try Fixture.assertTwoUpdatesMatchPyTorch(out, "model parallel")
     }
