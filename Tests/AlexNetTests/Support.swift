@@ -154,8 +154,8 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
     p.environment = env
     let outFile = NSTemporaryDirectory() + "run-\(getpid())-\(UUID().uuidString).out"
     let errFile = outFile + ".err"
-    FileManager.default.createFile(atPath: outFile, contents: nil)
-    FileManager.default.createFile(atPath: errFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: errFile, contents: nil)
     defer { try? FileManager.default.removeItem(atPath: outFile); try? FileManager.default.removeItem(atPath: errFile) }
     p.standardOutput = FileHandle(forWritingAtPath: outFile)
     p.standardError = FileHandle(forWritingAtPath: errFile)
