@@ -1,5 +1,5 @@
 // Whole-model checkpoints under model parallelism: rank 1 sends its tower's weights and momentum to rank 0,
-// which writes one file in the layout of shared/design/model.md (loadable by one process, or split again).
+// which writes one file in the layout of docs/model.md (loadable by one process, or split again).
 import AlexNet
 import Foundation
 

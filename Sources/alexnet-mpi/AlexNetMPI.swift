@@ -169,7 +169,7 @@ struct Train: ParsableCommand {
     var initialisation: Initialisation = .he
     @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (a whole-model file, whatever layout wrote it).")
     var initFrom: String?
-    @Option(help: "Write the trained weights (and momentum) to this safetensors file, in the layout of shared/design/model.md.")
+    @Option(help: "Write the trained weights (and momentum) to this safetensors file, in the layout of docs/model.md.")
     var save: String?
     @Option(name: .customLong("loss-log"), help: "Write each step's loss (step and value, one a line) to this file.")
     var lossLog: String?

@@ -3,15 +3,11 @@ import AlexNet
 import Foundation
 import XCTest
 
-final class CommandLineTests: XCTestCase {
-    override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
-    }
-
+final class CommandLineTests: ProcessTestCase {
     /// Acceptance: train --data … --init-from … --save … --no-augment --dropout 0 --steps 2 reproduces PyTorch's two updates.
     func testFixtureThroughTheCommandLine() throws {
         let out = Paths.temporaryDirectory("cli-fixture") + "/after.safetensors"
-        let r = runProcess(Paths.binary, Fixture.trainArguments(saveTo: out))
+        let r = runProcess(Paths.binary, try Fixture.trainArguments(saveTo: out))
         XCTAssertEqual(r.status, 0, r.err)
         try Fixture.assertTwoUpdatesMatchPyTorch(out, "one process")
         XCTAssertTrue(r.out.contains("conv1"), "start-up table missing")
@@ -20,6 +16,7 @@ final class CommandLineTests: XCTestCase {
 
     /// Each bad input: exit code ≠ 0, one line on stderr naming the problem, no crash trace.
     func testBadInputGivesOneLineErrors() throws {
+        try Paths.requireFixture()
         let dir = Paths.temporaryDirectory("cli-bad")
         // A float64 dataset, a labels-out-of-range dataset.
         let n = 2, plane = 3 * 227 * 227
@@ -68,10 +65,9 @@ final class CommandLineTests: XCTestCase {
 
 }
 
-final class SaveEveryTests: XCTestCase {
+final class SaveEveryTests: ProcessTestCase {
     /// A run that fails late keeps what --save-every wrote: the checkpoint of the last multiple, resumable.
     func testACrashLosesAtMostSaveEverySteps() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
         let path = Paths.temporaryDirectory("save-every") + "/run.safetensors"
         let r = runProcess(Paths.binary, ["train", "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
                                           "--save", path, "--save-every", "5", "--debug-fail-rank", "0", "--debug-fail-step", "11"])
@@ -86,14 +82,33 @@ final class SaveEveryTests: XCTestCase {
     }
 }
 
-final class ThreadDefaultTests: XCTestCase {
+final class ThreadDefaultTests: ProcessTestCase {
+    /// CPUs in this process's affinity mask as the kernel reports them (sched_getaffinity, looked up at run time:
+    /// Glibc's module map does not export it), independent of the library's reading of /proc/self/status.
+    static func affinityCount() -> Int? {
+        typealias GetAffinity = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "sched_getaffinity") else { return nil }
+        var mask = [UInt8](repeating: 0, count: 128)   // 1024 CPUs, glibc's cpu_set_t
+        let status = mask.withUnsafeMutableBytes { unsafeBitCast(symbol, to: GetAffinity.self)(0, $0.count, $0.baseAddress!) }
+        return status == 0 ? mask.reduce(0) { $0 + $1.nonzeroBitCount } : nil
+    }
+
+    /// The library counts the cores this process may run on: its affinity mask, not the machine's cores.
+    func testAvailableCoresIsTheAffinityMask() throws {
+        let mask = try XCTUnwrap(Self.affinityCount(), "sched_getaffinity failed")
+        XCTAssertEqual(Parallel.availableCores, mask)
+    }
+
     /// --threads defaults to the cores the process may run on (its affinity), as under mpirun's binding.
     func testDefaultThreadsFollowTheAffinity() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset"), "taskset (util-linux) is missing")
-        let r = runProcess("/usr/bin/taskset", ["-c", "0", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
+        let taskset = try XCTUnwrap(Paths.onPath("taskset"), "taskset is not on PATH: install util-linux")
+        let r = runProcess(taskset, ["-c", "0", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("both towers, 1 thread"), r.out)
-        XCTAssertEqual(Parallel.availableCores, min(Parallel.availableCores, ProcessInfo.processInfo.activeProcessorCount))
+        // With two cores allowed the default is 2 threads, one a tower (a child may widen its mask again).
+        guard ProcessInfo.processInfo.activeProcessorCount >= 2 else { return }
+        let two = runProcess(taskset, ["-c", "0,1", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
+        XCTAssertEqual(two.status, 0, two.err)
+        XCTAssertTrue(two.out.contains("one thread each (2 threads)"), two.out)
     }
 }

@@ -3,9 +3,8 @@
 import Foundation
 import XCTest
 
-final class DefaultRunTests: XCTestCase {
+final class DefaultRunTests: ProcessTestCase {
     func testDefaultRunLearnsTheEmbeddedShapes() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
         let r = runProcess(Paths.binary, [], timeout: 900)
         XCTAssertEqual(r.status, 0, r.err)
         guard let line = r.out.split(separator: "\n").first(where: { $0.hasPrefix("done:") }),

@@ -1,4 +1,4 @@
-// Acceptance: the PyTorch fixture in shared/reference/tiny reproduces (logits, loss, gradients, two updates).
+// Acceptance: the PyTorch fixture in Tests/Fixtures/tiny reproduces (logits, loss, gradients, two updates).
 import AlexNet
 import Foundation
 import XCTest
@@ -14,6 +14,7 @@ final class FixtureTests: XCTestCase {
     }
 
     static func loadFixture() throws -> Fixture {
+        try Paths.requireFixture()
         let dir = Paths.fixture
         let data = try NumpyDataset.splits(directory: dir, classes: 10)
         let n = data.train.count
@@ -31,7 +32,10 @@ final class FixtureTests: XCTestCase {
         let f = try Self.loadFixture()
         let model = TwoTowerAlexNet(config: f.config, maxBatch: f.batch, exchange: LocalTowerExchange(), columnBudget: budget)
         try Checkpoint.load(f.weights, into: model.parameters)
-        let start = Array(UnsafeBufferPointer(start: model.parameters.values, count: model.parameters.count))
+        // The fixture holds exactly the model's tensors, with the model's shapes: none is left out of the checks below.
+        let file = try SafetensorsFile(path: f.weights)
+        XCTAssertEqual(Set(file.entries.keys), Set(model.parameters.tensors.map(\.name)), "tensors of the fixture vs the model")
+        for t in model.parameters.tensors { XCTAssertEqual(file.entries[t.name]?.shape, t.shape, t.name) }
         try f.input.withUnsafeBufferPointer { x in
             for step in 1...2 {
                 let logits = try model.forward(input: x.baseAddress!, batch: f.batch, training: true)
@@ -68,7 +72,6 @@ final class FixtureTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(start.count, model.parameters.count)
     }
 
     func testFixtureReproducesPyTorch() throws { try checkFixture(columnBudget: Convolution.defaultColumnBudget) }

@@ -4,38 +4,13 @@ import AlexNet
 import Foundation
 import XCTest
 
-/// Runs `mpirun` with the flags every test needs (root allowed, more ranks than cores allowed).
-func mpirun(_ arguments: [String], timeout: Double = 300) -> (status: Int32, out: String, err: String, seconds: Double) {
-    let start = Date()
-    let r = runProcess(MPI.launcher, ["--oversubscribe"] + arguments,
-                       environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-                                     "OMPI_MCA_btl_vader_single_copy_mechanism": "none"],
-                       timeout: timeout)
-    return (r.status, r.out, r.err, Date().timeIntervalSince(start))
-}
+final class ModelParallelTests: ProcessTestCase {
+    override class var needsMPI: Bool { true }
 
-enum MPI {
-    static let launcher: String = {
-        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) { return p }
-        return "/usr/bin/mpirun"
-    }()
-}
-
-func readLosses(_ path: String) -> [Double] {
-    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
-        $0.split(separator: " ").last.flatMap { Double($0) }
-    }
-}
-
-final class ModelParallelTests: XCTestCase {
-    override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Paths.binary), "build alexnet-mpi first (.ci/run does)")
-        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: MPI.launcher), "mpirun is missing: ./install.sh installs openmpi-bin")
-    }
-
-    /// Acceptance: two ranks train the same per-step losses and final weights as one process, dropout and
-    /// augmentation on, 20 steps.
-    func testTwoRanksTrainTheSameNumbersAsOneProcess() throws {
+    /// Acceptance (the README's "bit for bit"): two ranks train exactly the per-step losses, final weights and
+    /// momentum of one process, dropout and augmentation on, 20 steps. Each tower's arithmetic is the same in both
+    /// layouts (an exchange only moves floats, and adds a partner's partial in the same order), so nothing may differ.
+    func testTwoRanksTrainBitForBitTheNumbersOfOneProcess() throws {
         let dir = Paths.temporaryDirectory("mp-vs-single")
         let common = ["train", "--width", "0.125", "--batch", "8", "--steps", "20", "--seed", "3", "--dropout", "0.5"]
         let one = runProcess(Paths.binary, common + ["--threads", "2", "--loss-log", dir + "/one.txt", "--save", dir + "/one.safetensors"])
@@ -43,25 +18,26 @@ final class ModelParallelTests: XCTestCase {
         let two = mpirun(["-np", "2", Paths.binary] + common + ["--threads", "1", "--mode", "model",
                                                                 "--loss-log", dir + "/two.txt", "--save", dir + "/two.safetensors"])
         XCTAssertEqual(two.status, 0, two.err + two.out)
+        // The loss log prints each loss with 17 significant digits: equal text is the equal double.
         let a = readLosses(dir + "/one.txt"), b = readLosses(dir + "/two.txt")
         XCTAssertEqual(a.count, 20)
-        XCTAssertEqual(b.count, 20)
-        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x)) }
+        XCTAssertEqual(b, a, "per-step losses of two ranks vs one process")
         let fa = try SafetensorsFile(path: dir + "/one.safetensors"), fb = try SafetensorsFile(path: dir + "/two.safetensors")
-        var bitwise = a == b
         for (name, _) in ModelConfig(width: 0.125, classes: 10).tensors {
-            let wa = try fa.readAll(name).values, wb = try fb.readAll(name).values
-            XCTAssertLessThan(relativeError(wb, wa), 1e-5, name)
-            bitwise = bitwise && wa == wb
+            for tensor in [name, "momentum." + name] {
+                let wa = try fa.readAll(tensor).values, wb = try fb.readAll(tensor).values
+                XCTAssertEqual(wa.count, wb.count, tensor)
+                let differing = zip(wa, wb).filter { $0.bitPattern != $1.bitPattern }.count
+                XCTAssertEqual(differing, 0, "\(tensor): \(differing) of \(wa.count) floats differ between two ranks and one process")
+            }
         }
-        print("model parallel vs one process: \(bitwise ? "bit-identical" : "within 1e-5")")
         XCTAssertTrue(two.out.contains("(equal)"), "measured bytes should equal the prediction:\n\(two.out)")
     }
 
     /// Acceptance: the PyTorch fixture reproduces through the CLI under mpirun -np 2 --mode model.
     func testFixtureUnderModelParallelism() throws {
         let out = Paths.temporaryDirectory("mp-fixture") + "/after.safetensors"
-        let r = mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "model"])
+        let r = try mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "model"])
         XCTAssertEqual(r.status, 0, r.err + r.out)
         try Fixture.assertTwoUpdatesMatchPyTorch(out, "model parallel")
     }
@@ -72,8 +48,9 @@ final class ModelParallelTests: XCTestCase {
             let r = mpirun(["-np", "2", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "50", "--threads", "1",
                             "--debug-fail-rank", "1", "--debug-fail-step", "\(step)", "--debug-fail-kind", kind], timeout: 60)
             XCTAssertNotEqual(r.status, 0, "\(kind): the job should fail")
-            // The failure comes a second or two after start-up; the whole job must be over within 10 s of it.
-            XCTAssertLessThan(r.seconds, 12, "\(kind): the job took \(r.seconds) s to stop")
+            // Start-up and failure included, these jobs take 3 to 6 s on a busy 2-core machine; a rank left waiting for
+            // its partner would run into the 60 s timeout.
+            XCTAssertLessThan(r.seconds, 20, "\(kind): the job took \(r.seconds) s to stop")
             let text = r.out + r.err
             XCTAssertTrue(text.contains("rank 1"), "\(kind): the failed rank is not named:\n\(text)")
             if kind == "error" { XCTAssertTrue(text.contains("injected failure"), text) }

@@ -1,22 +1,78 @@
-// Shared test helpers: paths to the repository and shared/, relative errors, small random tensors.
+// Shared test helpers: paths to the repository, its fixture, the binary under test and mpirun; relative errors,
+// small random tensors, processes with a timeout.
 import AlexNet
 import Foundation
 import XCTest
+
+/// A test's precondition that does not hold (no binary, a stale one, no mpirun, no fixture): one line saying what to do.
+struct MissingPrerequisite: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
 
 enum Paths {
     /// The repository root (…/Tests/AlexNetTests/Support.swift → three levels up).
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
-    /// shared/ lies beside the repository (in CI too).
-    static let shared = (repository as NSString).appendingPathComponent("../shared")
-    static let fixture = (shared as NSString).appendingPathComponent("reference/tiny")
-    /// The release binary that .ci/run builds before the tests.
-    static var binary: String {
-        for config in ["release", "debug"] {
-            let p = (repository as NSString).appendingPathComponent(".build/\(config)/alexnet-mpi")
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
+    /// The PyTorch fixture, committed with the tests (Tests/Fixtures/README.md says how it was made).
+    static let fixture = (repository as NSString).appendingPathComponent("Tests/Fixtures/tiny")
+    static let regenerateFixture = "pip install -r Tests/Fixtures/requirements.txt && "
+        + "python3 Tests/Fixtures/make_fixture.py Tests/Fixtures/tiny --width 0.125 --classes 10 --batch 4 --seed 1"
+
+    /// Throws one line naming the missing file and the command (from the repository root) that writes the fixture.
+    static func requireFixture() throws {
+        for file in ["weights.safetensors", "expected.safetensors", "images.npy", "labels.npy"] {
+            let path = (fixture as NSString).appendingPathComponent(file)
+            if !FileManager.default.fileExists(atPath: path) {
+                throw MissingPrerequisite("the PyTorch fixture is missing (\(path)); regenerate it from \(repository) with: \(regenerateFixture)")
+            }
         }
-        return (repository as NSString).appendingPathComponent(".build/release/alexnet-mpi")
+    }
+
+    /// The folder of the running test bundle: .build/<triple>/release (or debug), where the same `swift build`
+    /// put alexnet-mpi. Never another configuration's binary, which may be stale.
+    static let buildFolder: String = {
+        #if os(Linux)
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            return (exe as NSString).deletingLastPathComponent
+        }
+        #endif
+        if let bundle = Bundle.allBundles.first(where: { $0.bundlePath.hasSuffix(".xctest") }) {
+            return (bundle.bundlePath as NSString).deletingLastPathComponent
+        }
+        return (Bundle.main.bundlePath as NSString).deletingLastPathComponent
+    }()
+
+    /// The alexnet-mpi beside the test bundle (check it with `requireBinary()` first).
+    static var binary: String { (buildFolder as NSString).appendingPathComponent("alexnet-mpi") }
+
+    /// Throws one line if alexnet-mpi is missing from the test bundle's build folder or older than an object file it
+    /// is linked from (a `swift build` that rebuilt the library but not the executable); returns its path.
+    @discardableResult
+    static func requireBinary() throws -> String {
+        let fm = FileManager.default, path = binary
+        let rebuild = "run `swift build -c release --build-tests` (./test.sh does) before `swift test --skip-build`"
+        guard fm.isExecutableFile(atPath: path) else {
+            throw MissingPrerequisite("alexnet-mpi is missing beside the test bundle (\(path)); \(rebuild)")
+        }
+        func modified(_ p: String) -> Date? { (try? fm.attributesOfItem(atPath: p))?[.modificationDate] as? Date }
+        guard let built = modified(path) else { return path }
+        // SwiftPM lists the executable's objects here; without the list, compare with the test bundle itself.
+        let list = (buildFolder as NSString).appendingPathComponent("alexnet-mpi.product/Objects.LinkFileList")
+        let inputs = ((try? String(contentsOfFile: list, encoding: .utf8))?.split(separator: "\n").map(String.init))
+            ?? [ProcessInfo.processInfo.arguments[0]]
+        for input in inputs {
+            if let t = modified(input.trimmingCharacters(in: .whitespaces)), t > built {
+                throw MissingPrerequisite("alexnet-mpi (\(path)) is older than \(input), which it is built from; \(rebuild)")
+            }
+        }
+        return path
+    }
+
+    /// `name` on PATH, as a shell would find it.
+    static func onPath(_ name: String) -> String? {
+        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
+        return dirs.map { ($0 as NSString).appendingPathComponent(name) }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     static func temporaryDirectory(_ name: String) -> String {
@@ -24,6 +80,54 @@ enum Paths {
         try? FileManager.default.removeItem(atPath: p)
         try! FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
         return p
+    }
+}
+
+enum MPI {
+    /// mpirun as found on PATH (Open MPI's, from openmpi-bin); "mpirun" when it is not there, which then fails to start.
+    static let launcher: String = Paths.onPath("mpirun") ?? "mpirun"
+
+    /// Throws one line when mpirun is not on PATH.
+    static func requireLauncher() throws {
+        guard Paths.onPath("mpirun") != nil else {
+            throw MissingPrerequisite("mpirun is not on PATH: install openmpi-bin (apt-get install openmpi-bin, or ./install.sh)")
+        }
+    }
+}
+
+/// Tests that start alexnet-mpi (and mpirun): a missing or stale binary, or no mpirun on PATH, fails the test with
+/// the one line that says what to do, before it runs. (An error thrown from setUpWithError would print twice on Linux:
+/// as a failure and as a skip.)
+class ProcessTestCase: XCTestCase {
+    /// Whether the class's tests run mpirun.
+    class var needsMPI: Bool { false }
+
+    override func invokeTest() {
+        do {
+            try Paths.requireBinary()
+            if Self.needsMPI { try MPI.requireLauncher() }
+        } catch {
+            XCTFail("\(error)")
+            return
+        }
+        super.invokeTest()
+    }
+}
+
+/// Runs `mpirun` with the flags every test needs (root allowed, more ranks than cores allowed).
+func mpirun(_ arguments: [String], timeout: Double = 300) -> (status: Int32, out: String, err: String, seconds: Double) {
+    let start = Date()
+    let r = runProcess(MPI.launcher, ["--oversubscribe"] + arguments,
+                       environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                                     "OMPI_MCA_btl_vader_single_copy_mechanism": "none"],
+                       timeout: timeout)
+    return (r.status, r.out, r.err, Date().timeIntervalSince(start))
+}
+
+/// The `step loss` lines of a --loss-log file, as numbers (empty when the file is missing).
+func readLosses(_ path: String) -> [Double] {
+    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+        $0.split(separator: " ").last.flatMap { Double($0) }
     }
 }
 
@@ -50,8 +154,8 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
     p.environment = env
     let outFile = NSTemporaryDirectory() + "run-\(getpid())-\(UUID().uuidString).out"
     let errFile = outFile + ".err"
-    FileManager.default.createFile(atPath: outFile, contents: nil)
-    FileManager.default.createFile(atPath: errFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: errFile, contents: nil)
     defer { try? FileManager.default.removeItem(atPath: outFile); try? FileManager.default.removeItem(atPath: errFile) }
     p.standardOutput = FileHandle(forWritingAtPath: outFile)
     p.standardError = FileHandle(forWritingAtPath: errFile)
@@ -67,8 +171,10 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
 
 /// The PyTorch fixture through the command line: two SGD steps on its four images, checked as updates.
 enum Fixture {
-    static func trainArguments(saveTo out: String) -> [String] {
-        ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors", "--save", out,
+    /// Throws (one line, with the command that writes it) when the fixture is missing.
+    static func trainArguments(saveTo out: String) throws -> [String] {
+        try Paths.requireFixture()
+        return ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors", "--save", out,
          "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"]
     }
 

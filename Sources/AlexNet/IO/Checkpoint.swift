@@ -1,4 +1,4 @@
-// Whole-model checkpoints in the layout of shared/design/model.md: the PyTorch tensors by name, plus
+// Whole-model checkpoints in the layout of docs/model.md: the PyTorch tensors by name, plus
 // `momentum.<name>` buffers and the training state in the safetensors metadata, whatever layout wrote them.
 import Foundation
 

@@ -1,4 +1,4 @@
-// The network of shared/design/model.md as numbers: channel counts under the width multiplier, the layer table,
+// The network of docs/model.md as numbers: channel counts under the width multiplier, the layer table,
 // and how the two towers split every layer.
 
 public struct ModelConfig: Sendable, Equatable, Codable {
