@@ -10,7 +10,7 @@ struct AlexNetCommand: ParsableCommand {
         commandName: "alexnet-mpi",
         abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS, in one process or across MPI ranks.",
         discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process.",
-        subcommands: [Train.self, Bench.self, ExportEmbedded.self],
+        subcommands: [Train.self, Bench.self, ExportEmbedded.self, SgemmRate.self],
         defaultSubcommand: Train.self)
 
     /// Errors of ours become one line on stderr (naming the rank under MPI) and stop every rank;
@@ -443,7 +443,7 @@ struct Bench: ParsableCommand {
         Launch.say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
         switch mode {
         case .single:
-            let r = try Benchmark.run(s)
+            let r = try Benchmark.run(s, bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) })
             Launch.say(Benchmark.report(r, settings: s))
         case .model:
             let world = Launch.world!
@@ -452,14 +452,18 @@ struct Bench: ParsableCommand {
             let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange, threads: s.threadsPerModel,
                                   columnBudget: s.columnBudget)
             var figures: (Double, Double, Int) = (0, 0, 0)
-            let r = try Benchmark.run(s, replica: replica, afterWarmup: { exchange.resetCounters() }, afterTimed: {
+            let r = try Benchmark.run(s, replica: replica, bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) },
+                                      afterWarmup: { exchange.resetCounters() }, afterTimed: {
                 figures = (exchange.waitingSeconds, exchange.transferSeconds, exchange.floatsSent)
             })
             // The sgemm limit of a 2-rank job: both ranks' sgemm rate (each measured on its own core).
-            let totalGflops = try world.sum(r.sgemmGflops)
+            let totalGflops = try world.sum(r.limitGflops)
             var whole = r
             whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
-            whole.sgemmGflops = totalGflops
+            whole.limitGflops = totalGflops
+            whole.sgemmGflops = try world.sum(r.sgemmGflops)
+            let best = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
+            whole.bestKernelGflops = best > 0 ? best : nil
             var text = Benchmark.report(whole, settings: s, extra: [
                 "exchange_fraction": (figures.0 + figures.1) / (r.meanStepSeconds * Double(s.steps)),
                 "exchange_waiting_fraction": figures.0 / (r.meanStepSeconds * Double(s.steps)),
@@ -493,17 +497,21 @@ struct Bench: ParsableCommand {
             }
             let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: 0)
             var figures = (exposed: 0.0, floats: 0, exchange: 0.0)
-            let r = try Benchmark.run(s, replica: replica, localBatch: batch / pairs, afterBackward: { try sync.allreduce.finish() },
+            let r = try Benchmark.run(s, replica: replica, localBatch: batch / pairs,
+                                      bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) }, afterBackward: { try sync.allreduce.finish() },
                                       afterWarmup: { sync.allreduce.resetCounters(); exchange?.resetCounters() },
                                       afterTimed: {
                 figures = (sync.allreduce.exposedSeconds, sync.allreduce.floatsReduced,
                            (exchange?.waitingSeconds ?? 0) + (exchange?.transferSeconds ?? 0))
             })
             let blocking = try sync.allreduce.measureBlockingSeconds()
-            let totalGflops = try world.sum(r.sgemmGflops)
+            let totalGflops = try world.sum(r.limitGflops)
             var whole = r
             whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
-            whole.sgemmGflops = totalGflops
+            whole.limitGflops = totalGflops
+            whole.sgemmGflops = try world.sum(r.sgemmGflops)
+            let best = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
+            whole.bestKernelGflops = best > 0 ? best : nil
             let steps = Double(s.steps)
             // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
             let exposed = try group.minimum(figures.exposed / steps)
@@ -542,5 +550,37 @@ struct ExportEmbedded: ParsableCommand {
     func run() throws {
         try EmbeddedShapes.export(seed: seed, heldOut: heldOut, count: count, to: out)
         print("wrote \(count) images to \(out)/images.npy and labels.npy")
+    }
+}
+
+/// `alexnet-mpi sgemm-rate` (hidden): OpenBLAS's sgemm rate with the kernels this process loaded, in GFLOP/s. `bench`
+/// runs it in a child process with the best kernels the CPU supports when it runs lower ones itself.
+struct SgemmRate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sgemm-rate", shouldDisplay: false)
+    @Option var threads: Int = 1
+
+    func run() throws {
+        Blas.setThreads(max(1, threads))
+        print(String(format: "%.3f", Benchmark.sgemmGflops()))
+    }
+
+    /// The rate with the best kernels this CPU supports, measured in a child process (OpenBLAS chooses its kernels
+    /// once, when it loads); nil when this process already runs them.
+    static func withBestKernels(threads: Int) -> Double? {
+        let best = BlasKernels.bestCore(flags: BlasKernels.cpuFlags)
+        guard let current = BlasKernels.level(ofCore: Blas.coreName), current < best.level else { return nil }
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        child.arguments = ["sgemm-rate", "--threads", "\(threads)"]
+        // Not an MPI process: without the launcher's variables it does not start MPI.
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("PMI_") }
+        env["OPENBLAS_CORETYPE"] = best.core
+        child.environment = env
+        let pipe = Pipe()
+        child.standardOutput = pipe
+        do { try child.run() } catch { return nil }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        child.waitUntilExit()
+        return Double(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
