@@ -47,8 +47,9 @@ enum Agreement {
     /// (two one-number allreduces: microseconds against a step of milliseconds to seconds).
     static func afterStep(_ report: StepReport, on world: MPICommunicator) throws -> StepAgreement {
         let size = Double(world.size), rank = Double(world.rank)
-        let bad = try world.maximum(report.nonFinite == nil ? 0 : size - rank)
-        let stop = try world.maximum(report.stopRequested ? size - rank : 0)
+        let (bad, stop) = try world.waiting(in: "the end-of-step agreement (blow-up and stop checks)") {
+            (try world.maximum(report.nonFinite == nil ? 0 : size - rank), try world.maximum(report.stopRequested ? size - rank : 0))
+        }
         return StepAgreement(nonFiniteRank: bad > 0 ? Int(size - bad) : nil, stopRank: stop > 0 ? Int(size - stop) : nil)
     }
 }

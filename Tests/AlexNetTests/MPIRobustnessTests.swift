@@ -68,9 +68,12 @@ final class MPIRobustnessTests: XCTestCase {
         let data = tinyDataset(dir)
         try stopRankOne(of: ["train", "--mode", "model", "--width", "0.125", "--steps", "100000", "--stall-timeout", "20"] + small(data),
                         in: dir, timeout: 20, within: 40) { line in
-            XCTAssertTrue(line.contains("in the tower exchange ") && line.contains(" for rank 1 "), line)
-            XCTAssertTrue(ExchangePoint.allCases.contains { line.contains("tower exchange \($0.name) ") || line.contains("tower exchange at \($0.name) ") },
-                          "the exchange point is not named: \(line)")
+            // The partner is caught in a tower exchange (naming its point) or, between steps, in the end-of-step
+            // agreement (where a single CPU shared by both ranks often leaves it).
+            XCTAssertTrue(line.contains(" for rank 1 "), line)
+            let inExchange = line.contains("in the tower exchange ")
+                && ExchangePoint.allCases.contains { line.contains("tower exchange \($0.name) ") || line.contains("tower exchange at \($0.name) ") }
+            XCTAssertTrue(inExchange || line.contains("in the end-of-step agreement"), "the point is not named: \(line)")
         }
     }
 

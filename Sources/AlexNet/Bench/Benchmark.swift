@@ -116,6 +116,13 @@ public enum Benchmark {
                                limitImagesPerSecond: limit * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
     }
 
+    /// The most memory this process has held resident so far (getrusage's ru_maxrss), in bytes.
+    public static var peakResidentBytes: Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_maxrss * 1024   // Linux reports KiB
+    }
+
     public static func report(_ r: BenchmarkResult, settings s: BenchmarkSettings, extra: [String: Any] = [:]) -> String {
         var lines: [String] = []
         if let best = r.bestKernelGflops {
@@ -128,6 +135,7 @@ public enum Benchmark {
         lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): fastest of %d %.1f ms (mean %.1f)  →  %.2f images/s  =  %.1f%% of the limit",
                             s.model.width, s.model.classes, s.batch, s.workers, s.steps, r.stepSeconds * 1e3, r.meanStepSeconds * 1e3,
                             r.imagesPerSecond, 100 * r.fraction))
+        lines.append(String(format: "peak resident memory: %.2f GB%@", Double(peakResidentBytes) / 1e9, s.ranks > 1 ? " (rank 0)" : ""))
         lines.append("ms per step (" + (s.ranks > 1 ? "rank 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
         lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
@@ -141,7 +149,7 @@ public enum Benchmark {
             "sgemm_gflops": r.sgemmGflops, "limit_gflops": r.limitGflops, "limit_images_per_second": r.limitImagesPerSecond,
             "blas_core": Blas.coreName,
             "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
-            "classes": s.model.classes,
+            "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes,
         ]
         for (k, v) in extra { json[k] = v }
         let data = try! JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])

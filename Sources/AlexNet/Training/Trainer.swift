@@ -257,7 +257,8 @@ public final class Trainer {
             }
             summary.losses.append(loss)
             lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
-            if let path = settings.save, settings.saveEvery > 0, (step + 1) % settings.saveEvery == 0, step + 1 < settings.steps {
+            if let path = settings.save, settings.saveEvery > 0, (step + 1) % settings.saveEvery == 0, step + 1 < settings.steps,
+               agreed.stopRank == nil {   // a stop saves below, once
                 try saveCheckpoint(path, step: step + 1)   // a crash later loses at most saveEvery steps
             }
             if let who = agreed.stopRank {
