@@ -134,9 +134,9 @@ public final class Trainer {
         guard state.step < settings.steps else {
             throw AlexNetError("\(path): already at step \(state.step); ask for more --steps (now \(settings.steps))")
         }
-        if state.model.width != settings.model.width || state.model.classes != settings.model.classes
-            || state.model.lrnSize != settings.model.lrnSize || state.model.lrnAlpha != settings.model.lrnAlpha
-            || state.model.lrnBeta != settings.model.lrnBeta || state.model.lrnK != settings.model.lrnK {
+        var network = state.model
+        network.dropout = settings.model.dropout   // dropout is a training setting, compared below; the rest is the network
+        if network != settings.model {
             throw AlexNetError("\(path): saved for width \(state.model.width) and \(state.model.classes) classes, but these settings make width \(settings.model.width) and \(settings.model.classes) classes; resume with the same --width and --classes (start a new run with --init-from to change the network)")
         }
         var differences: [(name: String, text: String)] = []
