@@ -54,24 +54,14 @@ final class GradientCheckTests: XCTestCase {
     let layer = FullyConnected(inputs: 6, partRows: [2, 3])
     let batch = 4
 
+    var harness: FullyConnectedHarness { FullyConnectedHarness(layer: layer, batch: batch) }
+
     func forward(_ x: [Float], _ w: [Float]) -> [Float] {
-        var y = [Float](repeating: 0, count: layer.outputs * batch)
-        let b = [Float](repeating: 0.1, count: layer.outputs)
-        y.withUnsafeMutableBufferPointer { layer.forward(input: x, batch: batch, weight: w, bias: b, output: $0.baseAddress!) }
-        return y
+        harness.forward(x, w, [Float](repeating: 0.1, count: layer.outputs))
     }
 
     /// dW of L = Σ r·y (the layer's own backward).
-    func weightGradient(_ x: [Float], _ w: [Float], _ dy: [Float]) -> [Float] {
-        var dw = [Float](repeating: 0, count: layer.weightCount), db = [Float](repeating: 0, count: layer.outputs)
-        var parts = [Float](repeating: 0, count: 2 * layer.inputs * batch)
-        let n = layer.inputs * batch
-        dw.withUnsafeMutableBufferPointer { wp in db.withUnsafeMutableBufferPointer { bp in parts.withUnsafeMutableBufferPointer { pp in
-            layer.backward(input: x, batch: batch, weight: w, outputGradient: dy, weightGradient: wp.baseAddress!,
-                           biasGradient: bp.baseAddress!, inputGradients: [pp.baseAddress!, pp.baseAddress! + n])
-        } } }
-        return dw
-    }
+    func weightGradient(_ x: [Float], _ w: [Float], _ dy: [Float]) -> [Float] { harness.backward(x, w, dy).1 }
 
     func testRejectsWrongBackwardPasses() {
         let x = randomFloats(6 * batch, seed: 21, scale: 2), w = randomFloats(layer.weightCount, seed: 22)
