@@ -27,20 +27,14 @@ enum Agreement {
         return out
     }
 
-    /// The binary (a hash of its bytes: two builds of different code never agree) and the world size.
+    /// The binary (a CRC-32 of its bytes: two builds of different code do not agree) and the world size.
     static func buildAndWorld() -> [(String, String)] {
         [("build", buildIdentity), ("ranks", "\(Launch.size)")]
     }
 
     static let buildIdentity: String = {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: "/proc/self/exe"), options: .alwaysMapped) else { return "unknown" }
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        data.withUnsafeBytes { raw in
-            let words = raw.bindMemory(to: UInt64.self)
-            for w in words { h = (h ^ w) &* 0x100_0000_01b3 }
-            for b in raw.suffix(raw.count % 8) { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        }
-        return String(h, radix: 16) + " (\(data.count) bytes)"
+        return CRC32.hex(data.withUnsafeBytes { CRC32.checksum($0) }) + " (\(data.count) bytes)"
     }()
 
     /// After every step: the lowest rank that saw a non-finite value and the lowest rank asked to stop, over the world

@@ -105,8 +105,7 @@ public enum DatasetFingerprint {
     public static func of(_ splits: DataSplits, directory: String?) -> String {
         // The embedded images are a function of --seed, which the checkpoint keeps (and compares) on its own.
         guard let directory else { return "embedded-shapes-v1/\(splits.train.count)+\(splits.heldOut.count)" }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        var sizes: [String] = []
+        var parts: [String] = []
         for name in ["images.npy", "labels.npy", "heldout/images.npy", "heldout/labels.npy"] {
             let path = (directory as NSString).appendingPathComponent(name)
             guard let handle = FileHandle(forReadingAtPath: path) else { continue }
@@ -115,10 +114,9 @@ public enum DatasetFingerprint {
             try? handle.seek(toOffset: 0)
             // The header, and for labels (small) the whole file.
             let head = (try? handle.read(upToCount: name.hasSuffix("labels.npy") ? Int(min(size, 1 << 26)) : 4096)) ?? Data()
-            for b in head { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
-            sizes.append("\(name):\(size)")
+            parts.append("\(name):\(size):" + CRC32.hex(head.withUnsafeBytes { CRC32.checksum($0) }))
         }
-        return sizes.joined(separator: ",") + "/" + String(hash, radix: 16)
+        return parts.joined(separator: ",")
     }
 }
 
