@@ -54,3 +54,45 @@ final class MaxPoolTests: XCTestCase {
         XCTAssertEqual(fused, separate)
     }
 }
+
+/// The vectorised 3 × 3 stride-2 path (outputs at least eight wide: the paper's pool1 and pool2 planes) against the
+/// plain window scan, values and winners, also with ties (ReLU zeros) and odd and even input widths.
+final class MaxPoolVectorTests: XCTestCase {
+    /// The first maximum of each window in row-major order, as the layer documents.
+    func reference(_ x: [Float], planes: Int, height: Int, width: Int) -> (y: [Float], argmax: [Int32]) {
+        let outH = (height - 3) / 2 + 1, outW = (width - 3) / 2 + 1
+        var y: [Float] = [], idx: [Int32] = []
+        for p in 0..<planes {
+            for oh in 0..<outH {
+                for ow in 0..<outW {
+                    var best = -Float.infinity, at = -1
+                    for i in 0..<3 { for j in 0..<3 {
+                        let q = (2 * oh + i) * width + 2 * ow + j
+                        if at < 0 || x[p * height * width + q] > best { best = x[p * height * width + q]; at = q }
+                    } }
+                    y.append(best); idx.append(Int32(at))
+                }
+            }
+        }
+        return (y, idx)
+    }
+
+    func testVectorPathMatchesTheWindowScan() {
+        for (height, width) in [(55, 55), (27, 27), (19, 20), (21, 17)] {
+            for ties in [false, true] {
+                let planes = 5, count = planes * height * width
+                // With ties: a ReLU's output, half zeros, and values on a coarse grid.
+                let x = randomFloats(count, seed: UInt64(height * width)).map { ties ? max(0, ($0 * 4).rounded()) : $0 }
+                let pool = MaxPool(inputHeight: height, inputWidth: width, threads: 2)
+                var y = [Float](repeating: .nan, count: planes * pool.outputHeight * pool.outputWidth)
+                var idx = [Int32](repeating: -1, count: y.count)
+                y.withUnsafeMutableBufferPointer { yp in idx.withUnsafeMutableBufferPointer { ip in
+                    pool.forward(input: x, planes: planes, output: yp.baseAddress!, argmax: ip.baseAddress!)
+                } }
+                let expected = reference(x, planes: planes, height: height, width: width)
+                XCTAssertEqual(y, expected.y, "\(height)×\(width) ties \(ties)")
+                XCTAssertEqual(idx, expected.argmax, "\(height)×\(width) ties \(ties)")
+            }
+        }
+    }
+}

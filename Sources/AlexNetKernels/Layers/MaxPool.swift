@@ -12,27 +12,91 @@ public struct MaxPool: Sendable {
     public var outputHeight: Int { (inputHeight - size) / stride + 1 }
     public var outputWidth: Int { (inputWidth - size) / stride + 1 }
 
-    /// output (planes, outH, outW) = max over each window; argmax keeps the winning index within the input plane.
+    /// output (planes, outH, outW) = max over each window; argmax keeps the winning index within the input plane
+    /// (the first maximum in row-major window order, as PyTorch picks it).
     public func forward(input: UnsafePointer<Float>, planes: Int, output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
-        let inPlane = inputHeight * inputWidth, outH = outputHeight, outW = outputWidth
+        let inPlane = inputHeight * inputWidth, outPlane = outputHeight * outputWidth
+        let paperWindow = size == 3 && stride == 2 && outputWidth >= Self.lanes
         Parallel.forEachChunk(planes, minimumPerThread: 4, threads: threads) { range in
-            for pl in range {
-                let src = input + pl * inPlane
-                var dst = output + pl * outH * outW, idx = argmax + pl * outH * outW
-                for oh in 0..<outH {
-                    for ow in 0..<outW {
-                        var best = oh * stride * inputWidth + ow * stride
-                        var value = src[best]
-                        for i in 0..<size {
-                            let row = (oh * stride + i) * inputWidth + ow * stride
-                            for j in 0..<size where src[row + j] > value {
-                                value = src[row + j]; best = row + j
-                            }
-                        }
-                        dst.pointee = value; idx.pointee = Int32(best)
-                        dst += 1; idx += 1
+            if paperWindow {
+                // Even and odd columns of the plane apart, so that stride-2 windows read contiguous vectors.
+                let half = (inputWidth + 1) / 2
+                let split = UnsafeMutablePointer<Float>.allocate(capacity: 2 * inputHeight * half)   // (2, H, ⌈W/2⌉)
+                defer { split.deallocate() }
+                split.initialize(repeating: 0, count: 2 * inputHeight * half)
+                for pl in range {
+                    forwardThreeByTwo(input + pl * inPlane, split: split, half: half,
+                                      output: output + pl * outPlane, argmax: argmax + pl * outPlane)
+                }
+            } else {
+                for pl in range {
+                    forwardAnyWindow(input + pl * inPlane, output: output + pl * outPlane, argmax: argmax + pl * outPlane)
+                }
+            }
+        }
+    }
+
+    static let lanes = 8
+
+    /// The paper's 3 × 3 stride-2 window, eight output columns at a time. Candidates are compared in the same order
+    /// as `forwardAnyWindow` with the same strict `>`, so values and winners are identical.
+    @inline(__always)
+    private func forwardThreeByTwo(_ src: UnsafePointer<Float>, split: UnsafeMutablePointer<Float>, half: Int,
+                                   output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+        typealias Values = SIMD8<Float>
+        typealias Indices = SIMD8<Int32>
+        let inW = inputWidth, outW = outputWidth, odd = split + inputHeight * half
+        for h in 0..<inputHeight {
+            let row = src + h * inW, e = split + h * half, o = odd + h * half
+            for x in 0..<(inW / 2) { e[x] = row[2 * x]; o[x] = row[2 * x + 1] }
+            if inW % 2 == 1 { e[inW / 2] = row[inW - 1] }
+        }
+        let lane = Indices(0, 2, 4, 6, 8, 10, 12, 14)   // 2·(ow − first) of each lane
+        for oh in 0..<outputHeight {
+            var first = 0
+            while first < outW {
+                let ow = min(first, outW - Self.lanes)   // the last block may overlap the one before: same results
+                var best = Values(), winner = Indices()
+                for i in 0..<3 {
+                    let h = 2 * oh + i
+                    let e = split + h * half + ow, o = odd + h * half + ow
+                    let base = Indices(repeating: Int32(h * inW + 2 * ow)) &+ lane
+                    // Columns 2·ow, 2·ow + 1, 2·ow + 2 of input row h: even[ow], odd[ow], even[ow + 1].
+                    let v0 = UnsafeRawPointer(e).loadUnaligned(as: Values.self)
+                    let v1 = UnsafeRawPointer(o).loadUnaligned(as: Values.self)
+                    let v2 = UnsafeRawPointer(e + 1).loadUnaligned(as: Values.self)
+                    if i == 0 {
+                        best = v0; winner = base
+                    } else {
+                        let better = v0 .> best
+                        best.replace(with: v0, where: better); winner.replace(with: base, where: better)
+                    }
+                    let better1 = v1 .> best
+                    best.replace(with: v1, where: better1); winner.replace(with: base &+ 1, where: better1)
+                    let better2 = v2 .> best
+                    best.replace(with: v2, where: better2); winner.replace(with: base &+ 2, where: better2)
+                }
+                UnsafeMutableRawPointer(output + oh * outW + ow).storeBytes(of: best, as: Values.self)
+                UnsafeMutableRawPointer(argmax + oh * outW + ow).storeBytes(of: winner, as: Indices.self)
+                first += Self.lanes
+            }
+        }
+    }
+
+    private func forwardAnyWindow(_ src: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+        var dst = output, idx = argmax
+        for oh in 0..<outputHeight {
+            for ow in 0..<outputWidth {
+                var best = oh * stride * inputWidth + ow * stride
+                var value = src[best]
+                for i in 0..<size {
+                    let row = (oh * stride + i) * inputWidth + ow * stride
+                    for j in 0..<size where src[row + j] > value {
+                        value = src[row + j]; best = row + j
                     }
                 }
+                dst.pointee = value; idx.pointee = Int32(best)
+                dst += 1; idx += 1
             }
         }
     }
