@@ -39,6 +39,10 @@ struct AlexNetCommand: ParsableCommand {
         } catch let error as RefusedBeforeWork {
             if Launch.rank == 0 { FileHandle.standardError.write("alexnet-mpi: error: \(error.message)\n".data(using: .utf8)!) }
             Launch.finish(code: 1)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            // `--help` and `help` parse into ArgumentParser's help command, whose run() throws its help request.
+            if Launch.rank == 0 { exit(withError: error) }
+            Launch.finish(code: 0)
         } catch {
             Launch.fail("\(error)")
         }

@@ -14,6 +14,17 @@ final class CommandLineTests: ProcessTestCase {
         XCTAssertTrue(r.out.contains("done:"), "summary missing")
     }
 
+    /// `--help` at every level prints the help text and exits 0 (it used to print ArgumentParser's help request as an
+    /// error and exit 1).
+    func testHelpPrintsUsageAndSucceeds() throws {
+        for (arguments, expected) in [([], "SUBCOMMANDS"), (["train"], "--width"), (["bench"], "--steps"), (["help", "bench"], "--steps")] {
+            let r = runProcess(Paths.binary, arguments.first == "help" ? arguments : arguments + ["--help"], timeout: 60)
+            XCTAssertEqual(r.status, 0, "\(arguments): \(r.err)")
+            XCTAssertTrue(r.out.contains("USAGE:") && r.out.contains(expected), "\(arguments): \(r.out)\n\(r.err)")
+            XCTAssertFalse(r.err.contains("error"), "\(arguments): \(r.err)")
+        }
+    }
+
     /// Each bad input: exit code ≠ 0, one line on stderr naming the problem, no crash trace.
     func testBadInputGivesOneLineErrors() throws {
         try Paths.requireFixture()
