@@ -74,7 +74,7 @@ final class ConvolutionTests: XCTestCase {
     ]
 
     func testForwardMatchesPlainLoops() {
-        for (budget, threads) in [(1 << 21, 2), (50, 1)] {   // one chunk on two threads, and one image a chunk
+        for (budget, threads) in [(1 << 21, 2), (50, 1), (700, 2)] {   // one chunk on two threads; one output row a chunk; chunks of a few rows that cross images
             for (name, whole) in cases {
                 let c = whole.with(columnBudget: budget, threads: threads)
                 let x = randomFloats(c.inputCount, seed: 1), w = randomFloats(c.conv.weightCount, seed: 2)
@@ -87,7 +87,7 @@ final class ConvolutionTests: XCTestCase {
     }
 
     func testGradients() {
-        for (budget, threads) in [(1 << 21, 2), (50, 1)] {
+        for (budget, threads) in [(1 << 21, 2), (50, 1), (700, 2)] {
             for (name, whole) in cases {
                 let c = whole.with(columnBudget: budget, threads: threads)
                 let x = randomFloats(c.inputCount, seed: 1), w = randomFloats(c.conv.weightCount, seed: 2, scale: 0.5)

@@ -162,12 +162,15 @@ public final class TwoTowerAlexNet {
         total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
         total += 2 * c2 * P * n * plane2 + c1 * P * n * plane2 + 2 * c1 * P * n * plane1  // dl2 da2, dp1, dl1 da1
         // The im2col scratch (col and colGradient), as Convolution sizes it.
-        let convs: [(inPerPart: Double, kernel: Double, plane: Double)] = [
-            (3, 11, plane1), (c1, 5, plane2), (2 * c2, 3, plane3), (c3, 3, plane3), (c4, 3, plane3)]
+        // (input channels a part, kernel, output side, weight rows of one sgemm: all parts' when the input is shared)
+        let convs: [(inPerPart: Double, kernel: Double, side: Int, rows: Double)] = [
+            (3, 11, 55, c1 * P), (c1, 5, 27, c2), (2 * c2, 3, 13, c3 * P), (c3, 3, 13, c4), (c4, 3, 13, c5)]
         let column = convs.map { c -> Double in
             let patch = c.inPerPart * c.kernel * c.kernel
-            let images = max(1, min(n, (Double(columnBudget) / (patch * c.plane)).rounded(.down)))
-            return patch * c.plane * images
+            guard patch * Double(c.side) < 0x1p40 else { return .infinity }
+            let rows = Convolution.rowsPerChunk(patchSize: Int(patch), outputHeight: c.side, outputWidth: c.side,
+                                                batch: N, columnBudget: columnBudget, rowsOfWeights: Int(c.rows))
+            return patch * Double(c.side) * Double(rows)
         }.max()!
         total += 2 * column
         // Parameters, gradients and momentum of the local towers.

@@ -1,4 +1,5 @@
-// im2col and col2im for channel-major feature maps, so that a convolution becomes one sgemm.
+// im2col and col2im for channel-major feature maps, so that a convolution becomes one sgemm, a chunk of output rows
+// at a time (small enough for the column buffer to stay in cache).
 //
 // A feature map buffer is addressed by (channel, image, row, column) with the row-major H × W plane
 // contiguous, a `channelStride` between channels and an `imageStride` between images:
@@ -28,51 +29,50 @@ public struct ConvGeometry: Sendable, Equatable {
 }
 
 public enum Im2col {
-    /// Writes col (channels·k·k, images.count · outH·outW): row (c, i, j), column (image, oh, ow).
+    /// Writes col (channels·k·k, rows.count·outW): row (c, i, j), column (output row u, ow), for the output rows
+    /// u = n·outH + oh in `rows` (a chunk may start and end inside an image). Written row by row, sequentially.
     public static func forward(
         input: UnsafePointer<Float>, channelStride: Int, imageStride: Int, channels: Int,
-        images: Range<Int>, geometry g: ConvGeometry, col: UnsafeMutablePointer<Float>, threads: Int = 1
+        rows: Range<Int>, geometry g: ConvGeometry, col: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
-        let k = g.kernel, rows = channels * k * k
-        let outH = g.outputHeight, outW = g.outputWidth, plane = g.outputPlane
-        let rowLength = images.count * plane
+        let k = g.kernel, patch = channels * k * k
+        let outH = g.outputHeight, outW = g.outputWidth
+        let rowLength = rows.count * outW
         let s = g.stride, p = g.pad, inH = g.inputHeight, inW = g.inputWidth
-        Parallel.forEachChunk(rows, minimumPerThread: 8, threads: threads) { rowRange in
-            for r in rowRange {
+        Parallel.forEachChunk(patch, minimumPerThread: 8, threads: threads) { patchRows in
+            for r in patchRows {
                 let c = r / (k * k), i = (r / k) % k, j = r % k
                 let valid = g.validColumns(j)
                 var dst = col + r * rowLength
-                for n in images {
-                    let base = input + c * channelStride + n * imageStride
-                    for oh in 0..<outH {
-                        let ih = oh * s - p + i
-                        if ih < 0 || ih >= inH {
-                            dst.update(repeating: 0, count: outW)
+                for u in rows {
+                    let n = u / outH, oh = u % outH
+                    let ih = oh * s - p + i
+                    if ih < 0 || ih >= inH {
+                        dst.update(repeating: 0, count: outW)
+                    } else {
+                        let src = input + c * channelStride + n * imageStride + ih * inW - p + j
+                        for ow in 0..<valid.lowerBound { dst[ow] = 0 }
+                        if s == 1 {
+                            (dst + valid.lowerBound).update(from: src + valid.lowerBound, count: valid.count)
                         } else {
-                            let src = base + ih * inW - p + j
-                            for ow in 0..<valid.lowerBound { dst[ow] = 0 }
-                            if s == 1 {
-                                (dst + valid.lowerBound).update(from: src + valid.lowerBound, count: valid.count)
-                            } else {
-                                for ow in valid { dst[ow] = src[ow * s] }
-                            }
-                            for ow in valid.upperBound..<outW { dst[ow] = 0 }
+                            for ow in valid { dst[ow] = src[ow * s] }
                         }
-                        dst += outW
+                        for ow in valid.upperBound..<outW { dst[ow] = 0 }
                     }
+                    dst += outW
                 }
             }
         }
     }
 
-    /// Adds col (laid out as `forward` writes it) back into the input-shaped gradient.
+    /// Adds col (laid out as `forward` writes it, for the same `rows`) back into the input-shaped gradient.
     public static func backward(
         col: UnsafePointer<Float>, channelStride: Int, imageStride: Int, channels: Int,
-        images: Range<Int>, geometry g: ConvGeometry, inputGradient: UnsafeMutablePointer<Float>, threads: Int = 1
+        rows: Range<Int>, geometry g: ConvGeometry, inputGradient: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
         let k = g.kernel
-        let outH = g.outputHeight, outW = g.outputWidth, plane = g.outputPlane
-        let rowLength = images.count * plane
+        let outH = g.outputHeight, outW = g.outputWidth
+        let rowLength = rows.count * outW
         let s = g.stride, p = g.pad, inH = g.inputHeight, inW = g.inputWidth
         // Parallel over channels: the rows of one channel touch only that channel's planes.
         Parallel.forEachChunk(channels, threads: threads) { channelRange in
@@ -82,20 +82,18 @@ public enum Im2col {
                         let r = (c * k + i) * k + j
                         let valid = g.validColumns(j)
                         var src = col + r * rowLength
-                        for n in images {
-                            let base = inputGradient + c * channelStride + n * imageStride
-                            for oh in 0..<outH {
-                                let ih = oh * s - p + i
-                                if ih >= 0 && ih < inH {
-                                    let dst = base + ih * inW - p + j
-                                    if s == 1 {
-                                        for ow in valid { dst[ow] += src[ow] }
-                                    } else {
-                                        for ow in valid { dst[ow * s] += src[ow] }
-                                    }
+                        for u in rows {
+                            let n = u / outH, oh = u % outH
+                            let ih = oh * s - p + i
+                            if ih >= 0 && ih < inH {
+                                let dst = inputGradient + c * channelStride + n * imageStride + ih * inW - p + j
+                                if s == 1 {
+                                    for ow in valid { dst[ow] += src[ow] }
+                                } else {
+                                    for ow in valid { dst[ow * s] += src[ow] }
                                 }
-                                src += outW
                             }
+                            src += outW
                         }
                     }
                 }

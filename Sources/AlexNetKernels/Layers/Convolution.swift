@@ -1,4 +1,5 @@
-// Convolution as im2col + sgemm over channel-major maps, forward and backward, split into tower parts.
+// Convolution as im2col + sgemm over channel-major maps, forward and backward, split into tower parts (strided
+// layers such as conv1 run as a direct convolution instead: StridedConvolution.swift).
 //
 // Part p (one local tower) owns output channels [p·M, (p+1)·M) and its weights (M, Cin, k, k) in PyTorch layout.
 // A tower-local layer (conv2, conv4, conv5: `sharedInput == false`) gives part p the input channels [p·Cin, (p+1)·Cin);
@@ -13,8 +14,8 @@ public struct Convolution: Sendable {
     public let threads: Int                   // threads the loops may use (the caller's share of the cores)
     public let columnBudget: Int              // floats an im2col chunk may hold
 
-    /// Floats an im2col chunk may hold by default: large enough for long sgemm rows, small enough to stay in cache.
-    public static let defaultColumnBudget = 1 << 21
+    /// Floats an im2col chunk may hold by default: small enough to stay in a core's L2 cache while sgemm reads it.
+    public static let defaultColumnBudget = 1 << 17
 
     public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool,
                 threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
@@ -32,40 +33,57 @@ public struct Convolution: Sendable {
     public var outputChannels: Int { outputChannelsPerPart * parts }
     public var weightCount: Int { outputChannels * patchSize }
 
-    public func imagesPerChunk(batch: Int) -> Int {
-        max(1, min(batch, columnBudget / (patchSize * geometry.outputPlane)))
+    /// Output rows (image, oh) an im2col chunk covers: as many as the budget holds, but at least enough for
+    /// `minimumColumns` columns and `columnsPerWeightRow` columns a weight row (a narrower sgemm spends its time
+    /// packing the weights: at W = 1 conv3's 192 × 2304 weights are packed once a chunk).
+    public func rowsPerChunk(batch: Int) -> Int {
+        Self.rowsPerChunk(patchSize: patchSize, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+                          batch: batch, columnBudget: columnBudget, rowsOfWeights: sharedInput ? outputChannels : outputChannelsPerPart)
+    }
+    public static let minimumColumns = 512
+    public static let columnsPerWeightRow = 8
+    public static func rowsPerChunk(patchSize: Int, outputHeight: Int, outputWidth: Int, batch: Int, columnBudget: Int,
+                                    rowsOfWeights: Int) -> Int {
+        let fromBudget = columnBudget / (patchSize * outputWidth)
+        let forWidth = (max(minimumColumns, columnsPerWeightRow * rowsOfWeights) + outputWidth - 1) / outputWidth
+        return max(1, min(batch * outputHeight, max(fromBudget, forWidth)))
     }
     /// Floats of scratch the column buffer needs for this batch.
-    public func columnBufferSize(batch: Int) -> Int { patchSize * geometry.outputPlane * imagesPerChunk(batch: batch) }
+    public func columnBufferSize(batch: Int) -> Int { patchSize * geometry.outputWidth * rowsPerChunk(batch: batch) }
 
+    /// The output rows u = n·outH + oh of the batch, in chunks; chunk c covers the columns [u₀·outW, u₁·outW).
     private func chunks(batch: Int) -> [Range<Int>] {
-        let step = imagesPerChunk(batch: batch)
-        return stride(from: 0, to: batch, by: step).map { $0..<min(batch, $0 + step) }
+        let step = rowsPerChunk(batch: batch), total = batch * geometry.outputHeight
+        return stride(from: 0, to: total, by: step).map { $0..<min(total, $0 + step) }
     }
 
-    private func im2col(_ input: UnsafePointer<Float>, part: Int, images: Range<Int>, batch: Int, col: UnsafeMutablePointer<Float>) {
+    private func im2col(_ input: UnsafePointer<Float>, part: Int, rows: Range<Int>, batch: Int, col: UnsafeMutablePointer<Float>) {
         let channelStride = batch * geometry.inputPlane
         let first = sharedInput ? 0 : part * inputChannelsPerPart
         Im2col.forward(input: input + first * channelStride, channelStride: channelStride, imageStride: geometry.inputPlane,
-                       channels: inputChannelsPerPart, images: images, geometry: geometry, col: col, threads: threads)
+                       channels: inputChannelsPerPart, rows: rows, geometry: geometry, col: col, threads: threads)
     }
 
     /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias, then ReLU if `relu` (one pass).
     public func forward(input: UnsafePointer<Float>, batch: Int,
                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                         output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool = false) {
-        let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
-        for images in chunks(batch: batch) {
-            let columns = images.count * plane
+        if runsDirect {
+            directForward(input: input, batch: batch, weight: weight, bias: bias, output: output, relu: relu)
+            return
+        }
+        let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart
+        for rows in chunks(batch: batch) {
+            let columns = rows.count * outW, first = rows.lowerBound * outW
             if sharedInput {
-                im2col(input, part: 0, images: images, batch: batch, col: col)
+                im2col(input, part: 0, rows: rows, batch: batch, col: col)
                 Blas.sgemm(m: M * parts, n: columns, k: K, a: weight, lda: K, b: col, ldb: columns,
-                           c: output + images.lowerBound * plane, ldc: ldc)
+                           c: output + first, ldc: ldc)
             } else {
                 for p in 0..<parts {
-                    im2col(input, part: p, images: images, batch: batch, col: col)
+                    im2col(input, part: p, rows: rows, batch: batch, col: col)
                     Blas.sgemm(m: M, n: columns, k: K, a: weight + p * M * K, lda: K, b: col, ldb: columns,
-                               c: output + p * M * ldc + images.lowerBound * plane, ldc: ldc)
+                               c: output + p * M * ldc + first, ldc: ldc)
                 }
             }
         }
@@ -81,18 +99,24 @@ public struct Convolution: Sendable {
                          inputGradients: [UnsafeMutablePointer<Float>]?,
                          col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>,
                          afterChunk: (() -> Void)? = nil) {
-        let plane = geometry.outputPlane, ldc = batch * plane, K = patchSize, M = outputChannelsPerPart
+        if runsDirect && inputGradients == nil {
+            directWeightGradient(input: input, batch: batch, outputGradient: outputGradient,
+                                 weightGradient: weightGradient, biasGradient: biasGradient)
+            afterChunk?()
+            return
+        }
+        let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart
         let inChannelStride = batch * geometry.inputPlane
         if let grads = inputGradients {
             precondition(grads.count == parts)
             for g in grads { g.update(repeating: 0, count: inputChannelsPerPart * inChannelStride) }
         }
-        for (index, images) in chunks(batch: batch).enumerated() {
-            let columns = images.count * plane
+        for (index, rows) in chunks(batch: batch).enumerated() {
+            let columns = rows.count * outW
             let beta: Float = index == 0 ? 0 : 1
-            let dY = outputGradient + images.lowerBound * plane
+            let dY = outputGradient + rows.lowerBound * outW
             for p in 0..<parts {
-                if !sharedInput || p == 0 { im2col(input, part: p, images: images, batch: batch, col: col) }
+                if !sharedInput || p == 0 { im2col(input, part: p, rows: rows, batch: batch, col: col) }
                 if !sharedInput || p == 0 {
                     // dW (rows of this part, or all rows when the input is shared) += dY · colᵀ
                     let rows = sharedInput ? M * parts : M
@@ -104,7 +128,7 @@ public struct Convolution: Sendable {
                     Blas.sgemm(transA: true, m: K, n: columns, k: M, a: weight + p * M * K, lda: K,
                                b: dY + p * M * ldc, ldb: ldc, c: colGradient, ldc: columns)
                     Im2col.backward(col: colGradient, channelStride: inChannelStride, imageStride: geometry.inputPlane,
-                                    channels: inputChannelsPerPart, images: images, geometry: geometry, inputGradient: grads[p], threads: threads)
+                                    channels: inputChannelsPerPart, rows: rows, geometry: geometry, inputGradient: grads[p], threads: threads)
                 }
             }
             afterChunk?()   // e.g. lets a gradient allreduce in flight progress

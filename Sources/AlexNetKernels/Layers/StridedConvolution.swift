@@ -1,0 +1,278 @@
+// A direct convolution for strided layers with few input channels (conv1: 3 channels, 11 × 11, stride 4), forward
+// and weight gradient side by side. im2col would expand each image 7× into a column buffer that an sgemm with few
+// output rows then reads once (at small widths the layer is bound by that traffic); here each image is split once
+// into its stride phases and every tap is a contiguous vector load.
+//
+// Phase planes: padded input row y = s·r + a and column x = s·q + b go to plane (c, a, b) at (r, q), so the tap
+// (i, j) = (s·dy + a, s·dx + b) of output (oh, ow) reads plane (c, a, b) at (oh + dy, ow + dx): a contiguous run in ow.
+
+struct PhasePlanes {
+    let geometry: ConvGeometry
+    let channels: Int
+    let rows: Int, columns: Int          // of one phase plane, covering every tap of every output
+    var planeSize: Int { rows * columns }
+    var count: Int { channels * geometry.stride * geometry.stride * planeSize }   // (C, s, s, rows, columns)
+
+    init(geometry g: ConvGeometry, channels: Int) {
+        self.geometry = g
+        self.channels = channels
+        let taps = (g.kernel + g.stride - 1) / g.stride
+        rows = max((g.inputHeight + 2 * g.pad + g.stride - 1) / g.stride, g.outputHeight + taps - 1)
+        columns = max((g.inputWidth + 2 * g.pad + g.stride - 1) / g.stride, g.outputWidth + taps - 1)
+    }
+
+    /// Plane (c, a, b) of the tap (c, i, j), and the offset of its (dy, dx) shift inside the plane.
+    @inline(__always)
+    func tap(_ c: Int, _ i: Int, _ j: Int) -> Int {
+        let s = geometry.stride
+        return ((c * s + i % s) * s + j % s) * planeSize + (i / s) * columns + j / s
+    }
+
+    /// Splits one image (channels at `channelStride`, planes H × W) into `out`, zeros where the padding is.
+    func split(_ image: UnsafePointer<Float>, channelStride: Int, into out: UnsafeMutablePointer<Float>) {
+        let g = geometry, s = g.stride, p = g.pad
+        out.update(repeating: 0, count: count)
+        for c in 0..<channels {
+            let plane = image + c * channelStride
+            for y in 0..<g.inputHeight {
+                let py = y + p, row = plane + y * g.inputWidth
+                for b in 0..<s {
+                    // Input columns x with (x + p) % s == b, at plane column (x + p) / s.
+                    let firstX = ((b - p) % s + s) % s
+                    guard firstX < g.inputWidth else { continue }
+                    let dst = out + ((c * s + py % s) * s + b) * planeSize + (py / s) * columns + (firstX + p) / s
+                    var q = 0, x = firstX
+                    while x < g.inputWidth { dst[q] = row[x]; q += 1; x += s }
+                }
+            }
+        }
+    }
+}
+
+extension Convolution {
+    /// Whether this layer runs as a direct convolution: strided, outputs at least one vector wide, and few output
+    /// channels a part (with many, sgemm's wider kernels win over the im2col they need: conv1 at W = 1 has 48).
+    public var runsDirect: Bool {
+        geometry.stride > 1 && geometry.outputWidth >= DirectKernel.lanes && outputChannelsPerPart <= Self.directChannelLimit
+    }
+    public static let directChannelLimit = 24
+
+    /// Forward of a strided layer without im2col: output (parts·M, N, outH, outW) = conv(input) + bias, ReLU if asked.
+    func directForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                       output: UnsafeMutablePointer<Float>, relu: Bool) {
+        let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
+        let taps = DirectKernel.taps(phases)
+        let M = outputChannelsPerPart, K = patchSize, ldc = batch * geometry.outputPlane
+        let inChannelStride = batch * geometry.inputPlane
+        // Weights as (part, tap, M): the channels of one tap side by side, for broadcasting.
+        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: parts * K * M)
+        defer { byTap.deallocate() }
+        for p in 0..<parts { for m in 0..<M { for t in 0..<K { byTap[(p * K + t) * M + m] = weight[(p * M + m) * K + t] } } }
+        // Images split across threads; each thread has its own phase planes.
+        Parallel.forEachChunk(batch, threads: threads) { images in
+            let planes = UnsafeMutablePointer<Float>.allocate(capacity: phases.count)
+            defer { planes.deallocate() }
+            for n in images {
+                for p in 0..<parts {
+                    let first = sharedInput ? 0 : p * inputChannelsPerPart
+                    if p == 0 || !sharedInput {
+                        phases.split(input + first * inChannelStride + n * geometry.inputPlane, channelStride: inChannelStride, into: planes)
+                    }
+                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + p * K * M, channels: M,
+                                         bias: bias + p * M, output: output + p * M * ldc + n * geometry.outputPlane,
+                                         channelStride: ldc, relu: relu)
+                }
+            }
+        }
+    }
+
+    /// Weight and bias gradients (overwritten) of a strided layer without im2col (no input gradient: conv1 needs none).
+    func directWeightGradient(input: UnsafePointer<Float>, batch: Int, outputGradient: UnsafePointer<Float>,
+                              weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>) {
+        let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
+        let taps = DirectKernel.taps(phases)
+        let M = outputChannelsPerPart, K = patchSize, ldc = batch * geometry.outputPlane
+        let inChannelStride = batch * geometry.inputPlane
+        weightGradient.update(repeating: 0, count: weightCount)
+        // Output channels split across threads (each thread sums its own rows over every image: the same order for
+        // any thread count); every thread splits the images it needs into its own phase planes.
+        let rows = parts * M
+        Parallel.forEachChunk(rows, minimumPerThread: DirectKernel.channelBlock, threads: threads) { range in
+            let planes = UnsafeMutablePointer<Float>.allocate(capacity: phases.count)
+            defer { planes.deallocate() }
+            var splitFor = (image: -1, part: -1)
+            for n in 0..<batch {
+                var row = range.lowerBound
+                while row < range.upperBound {
+                    let p = row / M, part = sharedInput ? 0 : p
+                    if splitFor != (n, part) {
+                        phases.split(input + part * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
+                                     channelStride: inChannelStride, into: planes)
+                        splitFor = (n, part)
+                    }
+                    let end = min(range.upperBound, (p + 1) * M)
+                    DirectKernel.weightGradient(planes: planes, phases: phases, taps: taps,
+                                                outputGradient: outputGradient + row * ldc + n * geometry.outputPlane,
+                                                channelStride: ldc, channels: end - row, weightGradient: weightGradient + row * K)
+                    row = end
+                }
+            }
+        }
+        sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient, threads: threads)
+    }
+}
+
+/// The vector loops of the direct convolution: eight output columns a vector, four output channels at a time.
+enum DirectKernel {
+    typealias Vector = SIMD8<Float>
+    static let lanes = 8
+    static let channelBlock = 4
+
+    /// Offset of every tap (c, i, j) in the phase planes, in weight order.
+    static func taps(_ phases: PhasePlanes) -> [Int] {
+        let k = phases.geometry.kernel
+        var out: [Int] = []
+        for c in 0..<phases.channels { for i in 0..<k { for j in 0..<k { out.append(phases.tap(c, i, j)) } } }
+        return out
+    }
+
+    /// Column blocks of an output row: vectors at 0, 8, …, the last one moved back to end at outW (it overlaps).
+    @inline(__always)
+    static func blockStart(_ block: Int, width: Int) -> Int { min(block * lanes, width - lanes) }
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
+    @inline(__always)
+    static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
+
+    /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
+    /// Four channels × two column vectors a pass: eight independent sums hide the FMA latency, and each weight
+    /// broadcast serves two vectors.
+    static func forward(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int], weights: UnsafePointer<Float>,
+                        channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                        channelStride: Int, relu: Bool) {
+        let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
+        let blocks = (outW + lanes - 1) / lanes
+        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        taps.withUnsafeBufferPointer { taps in
+            var m0 = 0
+            while m0 < M {
+                let width = M - m0 >= channelBlock ? channelBlock : 1   // 4, or 1 for the last channels
+                for oh in 0..<outH {
+                    var block = 0
+                    while block < blocks {
+                        let owA = blockStart(block, width: outW), owB = blockStart(min(block + 1, blocks - 1), width: outW)
+                        let a = planes + oh * columns + owA, b = planes + oh * columns + owB
+                        let out = output + m0 * channelStride + oh * outW
+                        if width == channelBlock {
+                            var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                            var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                            var b0 = a0, b1 = a1, b2 = a2, b3 = a3
+                            var w = weights + m0
+                            for t in taps {
+                                let x = load(a + t), y = load(b + t)
+                                let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1])
+                                let w2 = Vector(repeating: w[2]), w3 = Vector(repeating: w[3])
+                                a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
+                                a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
+                                a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
+                                a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
+                                w += M
+                            }
+                            store(pointwiseMax(a0, floor), out + owA); store(pointwiseMax(b0, floor), out + owB)
+                            store(pointwiseMax(a1, floor), out + channelStride + owA); store(pointwiseMax(b1, floor), out + channelStride + owB)
+                            store(pointwiseMax(a2, floor), out + 2 * channelStride + owA); store(pointwiseMax(b2, floor), out + 2 * channelStride + owB)
+                            store(pointwiseMax(a3, floor), out + 3 * channelStride + owA); store(pointwiseMax(b3, floor), out + 3 * channelStride + owB)
+                        } else {
+                            var a0 = Vector(repeating: bias[m0]), b0 = a0
+                            var w = weights + m0
+                            for t in taps {
+                                let w0 = Vector(repeating: w[0])
+                                a0 = a0.addingProduct(load(a + t), w0); b0 = b0.addingProduct(load(b + t), w0)
+                                w += M
+                            }
+                            store(pointwiseMax(a0, floor), out + owA); store(pointwiseMax(b0, floor), out + owB)
+                        }
+                        block += 2
+                    }
+                }
+                m0 += width
+            }
+        }
+    }
+
+    /// weightGradient[m, tap] += Σ_(oh, ow) dY[m](oh, ow) · plane(tap)(oh, ow) for m < channels (rows of K taps).
+    /// Four channels × two taps a pass: eight independent sums; each dY vector serves two taps, each input vector
+    /// four channels.
+    static func weightGradient(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int],
+                               outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
+                               weightGradient: UnsafeMutablePointer<Float>) {
+        let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
+        let K = taps.count, whole = outW / lanes, rest = outW - whole * lanes
+        // A last, partial block is read as the full vector that ends at outW, with its already-counted lanes zeroed.
+        var restMask = Vector(repeating: 0)
+        for l in (lanes - rest)..<lanes { restMask[l] = 1 }
+        taps.withUnsafeBufferPointer { taps in
+            var m0 = 0
+            while m0 < M {
+                let width = M - m0 >= channelBlock ? channelBlock : 1
+                var index = 0
+                while index < K {
+                    let tA = taps[index], tB = taps[min(index + 1, K - 1)]
+                    let d = dY + m0 * channelStride
+                    if width == channelBlock {
+                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
+                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector()
+                        for oh in 0..<outH {
+                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                            var ow = 0
+                            for step in 0...whole {
+                                var x = Vector(), y = Vector()
+                                if step < whole {
+                                    x = load(xa + ow); y = load(xb + ow)
+                                } else if rest > 0 {
+                                    ow = outW - lanes
+                                    x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
+                                } else { break }
+                                let d0 = load(row + ow), d1 = load(row + channelStride + ow)
+                                let d2 = load(row + 2 * channelStride + ow), d3 = load(row + 3 * channelStride + ow)
+                                a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
+                                a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
+                                a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
+                                a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
+                                ow += lanes
+                            }
+                        }
+                        let g = weightGradient + m0 * K + index
+                        g[0] += a0.sum(); g[K] += a1.sum(); g[2 * K] += a2.sum(); g[3 * K] += a3.sum()
+                        if index + 1 < K {
+                            g[1] += b0.sum(); g[K + 1] += b1.sum(); g[2 * K + 1] += b2.sum(); g[3 * K + 1] += b3.sum()
+                        }
+                    } else {
+                        var a0 = Vector(), b0 = Vector()
+                        for oh in 0..<outH {
+                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                            var ow = 0
+                            for step in 0...whole {
+                                var x = Vector(), y = Vector()
+                                if step < whole {
+                                    x = load(xa + ow); y = load(xb + ow)
+                                } else if rest > 0 {
+                                    ow = outW - lanes
+                                    x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
+                                } else { break }
+                                let d0 = load(row + ow)
+                                a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
+                                ow += lanes
+                            }
+                        }
+                        weightGradient[m0 * K + index] += a0.sum()
+                        if index + 1 < K { weightGradient[m0 * K + index + 1] += b0.sum() }
+                    }
+                    index += 2
+                }
+                m0 += width
+            }
+        }
+    }
+}
