@@ -150,6 +150,7 @@ public enum Benchmark {
             "blas_core": Blas.coreName,
             "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
             "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes,
+            "parameters": s.model.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) },   // the whole network's, both towers
         ]
         for (k, v) in extra { json[k] = v }
         let data = try! JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
