@@ -28,10 +28,11 @@ struct PhasePlanes {
         return ((c * s + i % s) * s + j % s) * planeSize + (i / s) * columns + j / s
     }
 
-    /// Splits one image (channels at `channelStride`, planes H × W) into `out`, zeros where the padding is.
-    func split(_ image: UnsafePointer<Float>, channelStride: Int, into out: UnsafeMutablePointer<Float>) {
+    /// Splits one image (channels at `channelStride`, planes H × W) into `out`. Every image writes the same positions,
+    /// so the padding stays zero after the first: `fresh` says `out` has not been zeroed yet.
+    func split(_ image: UnsafePointer<Float>, channelStride: Int, into out: UnsafeMutablePointer<Float>, fresh: Bool) {
         let g = geometry, s = g.stride, p = g.pad
-        out.update(repeating: 0, count: count)
+        if fresh { out.update(repeating: 0, count: count) }
         for c in 0..<channels {
             let plane = image + c * channelStride
             for y in 0..<g.inputHeight {
@@ -76,7 +77,8 @@ extension Convolution {
                 for p in 0..<parts {
                     let first = sharedInput ? 0 : p * inputChannelsPerPart
                     if p == 0 || !sharedInput {
-                        phases.split(input + first * inChannelStride + n * geometry.inputPlane, channelStride: inChannelStride, into: planes)
+                        phases.split(input + first * inChannelStride + n * geometry.inputPlane, channelStride: inChannelStride,
+                                     into: planes, fresh: n == images.lowerBound && p == 0)
                     }
                     DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + p * K * M, channels: M,
                                          bias: bias + p * M, output: output + p * M * ldc + n * geometry.outputPlane,
@@ -107,7 +109,7 @@ extension Convolution {
                     let p = row / M, part = sharedInput ? 0 : p
                     if splitFor != (n, part) {
                         phases.split(input + part * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
-                                     channelStride: inChannelStride, into: planes)
+                                     channelStride: inChannelStride, into: planes, fresh: splitFor.image < 0)
                         splitFor = (n, part)
                     }
                     let end = min(range.upperBound, (p + 1) * M)
@@ -154,6 +156,7 @@ enum DirectKernel {
         let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
         let blocks = (outW + lanes - 1) / lanes
         let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
             var m0 = 0
             while m0 < M {
@@ -179,10 +182,10 @@ enum DirectKernel {
                                 a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
                                 w += M
                             }
-                            store(pointwiseMax(a0, floor), out + owA); store(pointwiseMax(b0, floor), out + owB)
-                            store(pointwiseMax(a1, floor), out + channelStride + owA); store(pointwiseMax(b1, floor), out + channelStride + owB)
-                            store(pointwiseMax(a2, floor), out + 2 * channelStride + owA); store(pointwiseMax(b2, floor), out + 2 * channelStride + owB)
-                            store(pointwiseMax(a3, floor), out + 3 * channelStride + owA); store(pointwiseMax(b3, floor), out + 3 * channelStride + owB)
+                            store(clamp(a0), out + owA); store(clamp(b0), out + owB)
+                            store(clamp(a1), out + channelStride + owA); store(clamp(b1), out + channelStride + owB)
+                            store(clamp(a2), out + 2 * channelStride + owA); store(clamp(b2), out + 2 * channelStride + owB)
+                            store(clamp(a3), out + 3 * channelStride + owA); store(clamp(b3), out + 3 * channelStride + owB)
                         } else {
                             var a0 = Vector(repeating: bias[m0]), b0 = a0
                             var w = weights + m0
@@ -191,7 +194,7 @@ enum DirectKernel {
                                 a0 = a0.addingProduct(load(a + t), w0); b0 = b0.addingProduct(load(b + t), w0)
                                 w += M
                             }
-                            store(pointwiseMax(a0, floor), out + owA); store(pointwiseMax(b0, floor), out + owB)
+                            store(clamp(a0), out + owA); store(clamp(b0), out + owB)
                         }
                         block += 2
                     }
