@@ -42,6 +42,32 @@ enum Naive {
         return y
     }
 
+    /// The input gradient of `lrn`, in Double from its formula: with s[i] = k + α·Σ_{win(i)} x[j]²,
+    /// dx[j] = dy[j]·s[j]^−β − 2αβ·x[j]·Σ_{i ∈ win(j)} dy[i]·x[i]·s[i]^(−β−1); times (x > 0) when `throughReLU`.
+    static func lrnBackward(_ x: [Float], _ dy: [Float], channels: Int, groupChannels: Int, pixels: Int,
+                            _ l: LocalResponseNorm, throughReLU: Bool = false) -> [Float] {
+        let half = l.size / 2, alpha = Double(l.alpha), beta = Double(l.beta)
+        func window(_ c: Int) -> ClosedRange<Int> {
+            let g0 = c / groupChannels * groupChannels
+            return max(g0, c - half)...min(g0 + groupChannels - 1, c + half)
+        }
+        var s = [Double](repeating: 0, count: x.count)
+        for c in 0..<channels { for q in 0..<pixels {
+            s[c * pixels + q] = Double(l.k) + alpha * window(c).reduce(0.0) { $0 + Double(x[$1 * pixels + q]) * Double(x[$1 * pixels + q]) }
+        } }
+        var dx = [Float](repeating: 0, count: x.count)
+        for c in 0..<channels { for q in 0..<pixels {
+            let e = c * pixels + q
+            let cross = window(c).reduce(0.0) { sum, i in
+                let f = i * pixels + q
+                return sum + Double(dy[f]) * Double(x[f]) * pow(s[f], -beta - 1)
+            }
+            let v = Double(dy[e]) * pow(s[e], -beta) - 2 * alpha * beta * Double(x[e]) * cross
+            dx[e] = throughReLU && x[e] <= 0 ? 0 : Float(v)
+        } }
+        return dx
+    }
+
     static func maxPool(_ x: [Float], planes: Int, height: Int, width: Int, size: Int, stride: Int) -> [Float] {
         let oh = (height - size) / stride + 1, ow = (width - size) / stride + 1
         var y = [Float](repeating: 0, count: planes * oh * ow)

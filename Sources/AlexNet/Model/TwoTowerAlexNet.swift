@@ -33,8 +33,13 @@ public final class TwoTowerAlexNet {
     private var arena: [UnsafeMutableRawPointer] = []
     /// Floats (and Int32 pooling indices) this model allocated, parameter buffers included: what `floatsNeeded` predicts.
     public private(set) var allocatedFloats = 0
-    let a1, s1, l1, p1: UnsafeMutablePointer<Float>          // (c1·parts, N, 55, 55) ×3, (…, 27, 27)
-    let a2, s2, l2: UnsafeMutablePointer<Float>              // (c2·parts, N, 27, 27)
+    let a1, p1: UnsafeMutablePointer<Float>                  // (c1·parts, N, 55, 55), (…, 27, 27)
+    let a2: UnsafeMutablePointer<Float>                      // (c2·parts, N, 27, 27)
+    /// One buffer a level for what is alive at different times: forward, the LRN output that the pool reads; backward,
+    /// the pool's input gradient, which LRN backward overwrites in place with its own (the conv's output gradient).
+    /// LRN backward recomputes its normaliser and output from a, so nothing of forward's needs keeping here.
+    let l1: UnsafeMutablePointer<Float>                      // (c1·parts, N, 55, 55)
+    let l2: UnsafeMutablePointer<Float>                      // (c2·parts, N, 27, 27)
     let x3: UnsafeMutablePointer<Float>                      // (2·c2, N, 13, 13) all towers: conv3 input
     let a3, a4, a5: UnsafeMutablePointer<Float>              // (c3·parts | c4·parts | c5·parts, N, 13, 13)
     let p5: UnsafeMutablePointer<Float>                      // (c5·parts, N, 6, 6)
@@ -51,9 +56,8 @@ public final class TwoTowerAlexNet {
     let dp5: UnsafeMutablePointer<Float>                     // (c5·parts, N, 6, 6)
     let da5, da4, da3: UnsafeMutablePointer<Float>           // (…·parts, N, 13, 13)
     let dp2: UnsafeMutablePointer<Float>                     // (c2·parts, N, 13, 13)
-    let dl2, da2: UnsafeMutablePointer<Float>                // (c2·parts, N, 27, 27)
     let dp1: UnsafeMutablePointer<Float>                     // (c1·parts, N, 27, 27)
-    let dl1, da1: UnsafeMutablePointer<Float>                // (c1·parts, N, 55, 55)
+    // The gradients at conv1's and conv2's outputs (through pool and LRN) are in l1 and l2, above.
     let col, colGradient: UnsafeMutablePointer<Float>        // im2col scratch
 
     /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
@@ -113,9 +117,9 @@ public final class TwoTowerAlexNet {
             return p
         }
         let N = maxBatch
-        a1 = floats(c1 * P * N * 3025); s1 = floats(c1 * P * N * 3025); l1 = floats(c1 * P * N * 3025)
+        a1 = floats(c1 * P * N * 3025); l1 = floats(c1 * P * N * 3025)
         p1 = floats(c1 * P * N * 729); idx1 = indices(c1 * P * N * 729)
-        a2 = floats(c2 * P * N * 729); s2 = floats(c2 * P * N * 729); l2 = floats(c2 * P * N * 729)
+        a2 = floats(c2 * P * N * 729); l2 = floats(c2 * P * N * 729)
         x3 = floats(2 * c2 * N * 169); idx2 = indices(c2 * P * N * 169)
         a3 = floats(c3 * P * N * 169); a4 = floats(c4 * P * N * 169); a5 = floats(c5 * P * N * 169)
         p5 = floats(c5 * P * N * 36); idx5 = indices(c5 * P * N * 36)
@@ -134,8 +138,7 @@ public final class TwoTowerAlexNet {
         dh7 = floats(f7 * P * N); dh6 = floats(f6 * P * N); dx6 = floats(c5 * P * 36 * N)
         dp5 = floats(c5 * P * N * 36)
         da5 = floats(c5 * P * N * 169); da4 = floats(c4 * P * N * 169); da3 = floats(c3 * P * N * 169)
-        dp2 = floats(c2 * P * N * 169); dl2 = floats(c2 * P * N * 729); da2 = floats(c2 * P * N * 729)
-        dp1 = floats(c1 * P * N * 729); dl1 = floats(c1 * P * N * 3025); da1 = floats(c1 * P * N * 3025)
+        dp2 = floats(c2 * P * N * 169); dp1 = floats(c1 * P * N * 729)
         let colSize = [conv1, conv2, conv3, conv4, conv5].map { $0.columnBufferSize(batch: N) }.max()!
         col = floats(colSize); colGradient = floats(colSize)
         self.arena = arena
@@ -152,15 +155,15 @@ public final class TwoTowerAlexNet {
         let c4 = Double(config.conv4) / T, c5 = Double(config.conv5) / T, f6 = Double(config.fc6) / T, f7 = Double(config.fc7) / T
         let plane1 = 55.0 * 55, plane2 = 27.0 * 27, plane3 = 13.0 * 13, plane5 = 6.0 * 6
         var total = 0.0
-        total += 3 * c1 * P * n * plane1 + 2 * c1 * P * n * plane2                      // a1 s1 l1, p1 idx1
-        total += 3 * c2 * P * n * plane2 + 2 * c2 * n * plane3 + c2 * P * n * plane3     // a2 s2 l2, x3, idx2
+        total += 2 * c1 * P * n * plane1 + 2 * c1 * P * n * plane2                      // a1 l1, p1 idx1
+        total += 2 * c2 * P * n * plane2 + 2 * c2 * n * plane3 + c2 * P * n * plane3     // a2 l2, x3, idx2
         total += (c3 + c4 + c5) * P * n * plane3 + 2 * c5 * P * n * plane5                // a3 a4 a5, p5 idx5
         total += 2 * c5 * plane5 * n + 2 * f6 * n + 2 * f7 * n                           // x6 h6 h7
         total += 2 * Double(config.classes) * n + (f6 + f7) * P * n                      // logits dlogits, m6 m7
         total += P * (2 * f7 * n + 2 * f6 * n + 2 * c5 * plane5 * n + 2 * c2 * n * plane3)   // partials
         total += (f7 + f6) * P * n + c5 * P * plane5 * n + c5 * P * n * plane5           // dh7 dh6, dx6, dp5
         total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
-        total += 2 * c2 * P * n * plane2 + c1 * P * n * plane2 + 2 * c1 * P * n * plane1  // dl2 da2, dp1, dl1 da1
+        total += c1 * P * n * plane2                                                    // dp1
         // The im2col scratch (col and colGradient), as Convolution sizes it.
         // (input channels a part, kernel, output side, weight rows of one sgemm: all parts' when the input is shared)
         let convs: [(inPerPart: Double, kernel: Double, side: Int, rows: Double)] = [
@@ -207,12 +210,12 @@ public final class TwoTowerAlexNet {
         let P = parts
         clock.time(.conv1, .forward) {
             conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col, relu: true)
-            lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * 3025, scale: s1, output: l1)
+            lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * 3025, output: l1)
             pool1.forward(input: l1, planes: c1 * P * N, output: p1, argmax: idx1)
         }
         clock.time(.conv2, .forward) {
             conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col, relu: true)
-            lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * 729, scale: s2, output: l2)
+            lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * 729, output: l2)
             pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * 169, argmax: idx2)
         }
         try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * 169), at: .conv3Input) }
@@ -339,19 +342,19 @@ public final class TwoTowerAlexNet {
             try exchange.reduceScatter(partials: partials3, offsets: evenOffsets(c2 * N * 169), into: dp2, at: .conv3InputGradient)
         }
         clock.time(.conv2, .backward) {
-            pool2.backward(outputGradient: dp2, argmax: idx2, planes: c2 * P * N, inputGradient: dl2)
-            lrn.backward(input: a2, scale: s2, output: l2, outputGradient: dl2, channels: c2 * P, groupChannels: c2,
-                         pixels: N * 729, inputGradient: da2, throughReLU: true)
-            conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: da2,
+            pool2.backward(outputGradient: dp2, argmax: idx2, planes: c2 * P * N, inputGradient: l2)
+            lrn.backward(input: a2, outputGradient: l2, channels: c2 * P, groupChannels: c2,
+                         pixels: N * 729, inputGradient: l2, throughReLU: true)
+            conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: l2,
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
                            inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv2")
         clock.time(.conv1, .backward) {
-            pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: dl1)
-            lrn.backward(input: a1, scale: s1, output: l1, outputGradient: dl1, channels: c1 * P, groupChannels: c1,
-                         pixels: N * 3025, inputGradient: da1, throughReLU: true)
-            conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: da1,
+            pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: l1)
+            lrn.backward(input: a1, outputGradient: l1, channels: c1 * P, groupChannels: c1,
+                         pixels: N * 3025, inputGradient: l1, throughReLU: true)
+            conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: l1,
                            weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
                            inputGradients: nil, col: col, colGradient: colGradient, afterChunk: progress)
         }
