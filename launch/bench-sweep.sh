@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speed figures of the README: `alexnet-mpi bench` (W = 1, 1000 classes) for 1 and 2 threads and batches
-# 32, 64, 128 in one process, then model and data parallelism on 2 ranks × 1 thread, each back to back with
-# one process × 2 threads, and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
+# 32, 64, 128 in one process, the default job's width (W = 0.25, batch 64), then model and data parallelism on
+# 2 ranks × 1 thread, each back to back with one process × 2 threads, and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
 # Usage: launch/bench-sweep.sh [--quick]   (--quick: batch 128 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,16 +16,17 @@ j = json.loads(sys.argv[2])
 notes = []
 if "exchange_fraction" in j: notes.append("tower exchange %.1f%% of the step" % (100 * j["exchange_fraction"]))
 if "allreduce_bytes_per_step" in j: notes.append("allreduce %.0f MB a step, %.0f%% hidden" % (j["allreduce_bytes_per_step"] / 1e6, 100 * j["allreduce_hidden_fraction"]))
-print("| %s | %d | %.2f | %.1f | %.1f | %.1f%% | %s |" % (sys.argv[1], j["batch"], j["images_per_second"], j["limit_images_per_second"], j["step_ms"], 100 * j["fraction_of_sgemm_limit"], "; ".join(notes)))
+print("| %s | %g | %d | %.2f | %.1f | %.1f | %.1f%% | %.2f GB | %s |" % (sys.argv[1], j["width"], j["batch"], j["images_per_second"], j["limit_images_per_second"], j["step_ms"], 100 * j["fraction_of_sgemm_limit"], j["peak_resident_bytes"] / 1e9, "; ".join(notes)))
 ' "$1" "$2"
 }
-echo "| layout | batch | images/s | sgemm-bound limit | ms/step | fraction of limit | notes |"
-echo "|---|---|---|---|---|---|---|"
+echo "| layout | W | batch | images/s | sgemm-bound limit | ms/step | fraction of limit | peak memory | notes |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for threads in 1 2; do
   for b in "${batches[@]}"; do
     row "1 process, $threads thread(s)" "$("$bin" bench --batch "$b" --threads "$threads" | tail -n 1)"
   done
 done
+row "1 process, 2 threads (the default job's width)" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
 # Each parallel layout against one process with 2 threads, back to back (the machine is shared: the pair
 # shows the ratio under the same noise).
 for mode in model data; do
@@ -33,6 +34,6 @@ for mode in model data; do
   other=$(mpirun -np 2 --bind-to core "$bin" bench --mode "$mode" --batch 128 --threads 1 | tail -n 1)
   row "1 process, 2 threads" "$single"
   row "2 ranks × 1 thread, $mode parallel" "$other"
-  python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| %s parallel / one process, back to back | | **%.3f×** | | | | |" % (sys.argv[3], b["images_per_second"]/a["images_per_second"]))' "$single" "$other" "$mode"
+  python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| %s parallel / one process, back to back | | | **%.3f×** | | | | | |" % (sys.argv[3], b["images_per_second"]/a["images_per_second"]))' "$single" "$other" "$mode"
 done
 row "4 ranks × 1 thread, hybrid (oversubscribed: 2 cores)" "$(mpirun -np 4 --oversubscribe "$bin" bench --mode hybrid --batch 128 --threads 1 --steps 2 | tail -n 1)"

@@ -58,30 +58,44 @@ extension Convolution {
     }
     public static let directChannelLimit = 24
 
+    /// Channel groups that see the same input: all parts together when the input is shared (conv1: both towers'
+    /// filters run over one split of each image), else one group a part. Returns (groups, output channels a group).
+    var directGroups: (count: Int, channels: Int) {
+        sharedInput ? (1, parts * outputChannelsPerPart) : (parts, outputChannelsPerPart)
+    }
+
     /// Forward of a strided layer without im2col: output (parts·M, N, outH, outW) = conv(input) + bias, ReLU if asked.
     func directForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                        output: UnsafeMutablePointer<Float>, relu: Bool) {
         let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
         let taps = DirectKernel.taps(phases)
-        let M = outputChannelsPerPart, K = patchSize, ldc = batch * geometry.outputPlane
+        let (groups, M) = directGroups
+        let K = patchSize, ldc = batch * geometry.outputPlane
         let inChannelStride = batch * geometry.inputPlane
-        // Weights as (part, tap, M): the channels of one tap side by side, for broadcasting.
-        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: parts * K * M)
-        defer { byTap.deallocate() }
-        for p in 0..<parts { for m in 0..<M { for t in 0..<K { byTap[(p * K + t) * M + m] = weight[(p * M + m) * K + t] } } }
+        // Weights as (group, tap, M4) and biases as (group, M4): the channels of one tap side by side, for
+        // broadcasting, padded with zeros to a whole number of blocks of four (padding channels are never stored).
+        let M4 = (M + DirectKernel.channelBlock - 1) / DirectKernel.channelBlock * DirectKernel.channelBlock
+        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: groups * K * M4)
+        let paddedBias = UnsafeMutablePointer<Float>.allocate(capacity: groups * M4)
+        defer { byTap.deallocate(); paddedBias.deallocate() }
+        byTap.initialize(repeating: 0, count: groups * K * M4)
+        paddedBias.initialize(repeating: 0, count: groups * M4)
+        for g in 0..<groups {
+            for m in 0..<M {
+                paddedBias[g * M4 + m] = bias[g * M + m]
+                for t in 0..<K { byTap[(g * K + t) * M4 + m] = weight[(g * M + m) * K + t] }
+            }
+        }
         // Images split across threads; each thread has its own phase planes.
         Parallel.forEachChunk(batch, threads: threads) { images in
             let planes = UnsafeMutablePointer<Float>.allocate(capacity: phases.count)
             defer { planes.deallocate() }
             for n in images {
-                for p in 0..<parts {
-                    let first = sharedInput ? 0 : p * inputChannelsPerPart
-                    if p == 0 || !sharedInput {
-                        phases.split(input + first * inChannelStride + n * geometry.inputPlane, channelStride: inChannelStride,
-                                     into: planes, fresh: n == images.lowerBound && p == 0)
-                    }
-                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + p * K * M, channels: M,
-                                         bias: bias + p * M, output: output + p * M * ldc + n * geometry.outputPlane,
+                for g in 0..<groups {
+                    phases.split(input + g * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
+                                 channelStride: inChannelStride, into: planes, fresh: n == images.lowerBound && g == 0)
+                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * M4, channels: M,
+                                         bias: paddedBias + g * M4, output: output + g * M * ldc + n * geometry.outputPlane,
                                          channelStride: ldc, relu: relu)
                 }
             }
@@ -93,26 +107,25 @@ extension Convolution {
                               weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>) {
         let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
         let taps = DirectKernel.taps(phases)
-        let M = outputChannelsPerPart, K = patchSize, ldc = batch * geometry.outputPlane
+        let M = directGroups.channels, K = patchSize, ldc = batch * geometry.outputPlane
         let inChannelStride = batch * geometry.inputPlane
         weightGradient.update(repeating: 0, count: weightCount)
         // Output channels split across threads (each thread sums its own rows over every image: the same order for
         // any thread count); every thread splits the images it needs into its own phase planes.
-        let rows = parts * M
-        Parallel.forEachChunk(rows, minimumPerThread: DirectKernel.channelBlock, threads: threads) { range in
+        Parallel.forEachChunk(outputChannels, minimumPerThread: DirectKernel.channelBlock, threads: threads) { range in
             let planes = UnsafeMutablePointer<Float>.allocate(capacity: phases.count)
             defer { planes.deallocate() }
-            var splitFor = (image: -1, part: -1)
+            var splitFor = (image: -1, group: -1)
             for n in 0..<batch {
                 var row = range.lowerBound
                 while row < range.upperBound {
-                    let p = row / M, part = sharedInput ? 0 : p
-                    if splitFor != (n, part) {
-                        phases.split(input + part * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
+                    let g = row / M
+                    if splitFor != (n, g) {
+                        phases.split(input + g * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
                                      channelStride: inChannelStride, into: planes, fresh: splitFor.image < 0)
-                        splitFor = (n, part)
+                        splitFor = (n, g)
                     }
-                    let end = min(range.upperBound, (p + 1) * M)
+                    let end = min(range.upperBound, (g + 1) * M)
                     DirectKernel.weightGradient(planes: planes, phases: phases, taps: taps,
                                                 outputGradient: outputGradient + row * ldc + n * geometry.outputPlane,
                                                 channelStride: ldc, channels: end - row, weightGradient: weightGradient + row * K)
@@ -148,65 +161,53 @@ enum DirectKernel {
     static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
 
     /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
-    /// Four channels × two column vectors a pass: eight independent sums hide the FMA latency, and each weight
-    /// broadcast serves two vectors.
+    /// `weights` (taps, M4) and `bias` (M4) are padded to blocks of four channels. Four channels × two column vectors
+    /// a pass: eight independent sums hide the FMA latency, and each weight broadcast serves two vectors.
     static func forward(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int], weights: UnsafePointer<Float>,
                         channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                         channelStride: Int, relu: Bool) {
         let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
         let blocks = (outW + lanes - 1) / lanes
+        let M4 = (M + channelBlock - 1) / channelBlock * channelBlock
         let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
         @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
-            var m0 = 0
-            while m0 < M {
-                let width = M - m0 >= channelBlock ? channelBlock : 1   // 4, or 1 for the last channels
+            for m0 in stride(from: 0, to: M, by: channelBlock) {
+                let real = min(channelBlock, M - m0)
                 for oh in 0..<outH {
                     var block = 0
                     while block < blocks {
                         let owA = blockStart(block, width: outW), owB = blockStart(min(block + 1, blocks - 1), width: outW)
                         let a = planes + oh * columns + owA, b = planes + oh * columns + owB
-                        let out = output + m0 * channelStride + oh * outW
-                        if width == channelBlock {
-                            var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
-                            var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
-                            var b0 = a0, b1 = a1, b2 = a2, b3 = a3
-                            var w = weights + m0
-                            for t in taps {
-                                let x = load(a + t), y = load(b + t)
-                                let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1])
-                                let w2 = Vector(repeating: w[2]), w3 = Vector(repeating: w[3])
-                                a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
-                                a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
-                                a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
-                                a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
-                                w += M
-                            }
-                            store(clamp(a0), out + owA); store(clamp(b0), out + owB)
-                            store(clamp(a1), out + channelStride + owA); store(clamp(b1), out + channelStride + owB)
-                            store(clamp(a2), out + 2 * channelStride + owA); store(clamp(b2), out + 2 * channelStride + owB)
-                            store(clamp(a3), out + 3 * channelStride + owA); store(clamp(b3), out + 3 * channelStride + owB)
-                        } else {
-                            var a0 = Vector(repeating: bias[m0]), b0 = a0
-                            var w = weights + m0
-                            for t in taps {
-                                let w0 = Vector(repeating: w[0])
-                                a0 = a0.addingProduct(load(a + t), w0); b0 = b0.addingProduct(load(b + t), w0)
-                                w += M
-                            }
-                            store(clamp(a0), out + owA); store(clamp(b0), out + owB)
+                        var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                        var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                        var b0 = a0, b1 = a1, b2 = a2, b3 = a3
+                        var w = weights + m0
+                        for t in taps {
+                            let x = load(a + t), y = load(b + t)
+                            let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1])
+                            let w2 = Vector(repeating: w[2]), w3 = Vector(repeating: w[3])
+                            a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
+                            a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
+                            a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
+                            a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
+                            w += M4
                         }
+                        let out = output + m0 * channelStride + oh * outW
+                        store(clamp(a0), out + owA); store(clamp(b0), out + owB)
+                        if real > 1 { store(clamp(a1), out + channelStride + owA); store(clamp(b1), out + channelStride + owB) }
+                        if real > 2 { store(clamp(a2), out + 2 * channelStride + owA); store(clamp(b2), out + 2 * channelStride + owB) }
+                        if real > 3 { store(clamp(a3), out + 3 * channelStride + owA); store(clamp(b3), out + 3 * channelStride + owB) }
                         block += 2
                     }
                 }
-                m0 += width
             }
         }
     }
 
     /// weightGradient[m, tap] += Σ_(oh, ow) dY[m](oh, ow) · plane(tap)(oh, ow) for m < channels (rows of K taps).
     /// Four channels × two taps a pass: eight independent sums; each dY vector serves two taps, each input vector
-    /// four channels.
+    /// four channels. A last block of fewer channels repeats its first channel in the missing places (never stored).
     static func weightGradient(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int],
                                outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
                                weightGradient: UnsafeMutablePointer<Float>) {
@@ -216,65 +217,41 @@ enum DirectKernel {
         var restMask = Vector(repeating: 0)
         for l in (lanes - rest)..<lanes { restMask[l] = 1 }
         taps.withUnsafeBufferPointer { taps in
-            var m0 = 0
-            while m0 < M {
-                let width = M - m0 >= channelBlock ? channelBlock : 1
+            for m0 in stride(from: 0, to: M, by: channelBlock) {
+                let real = min(channelBlock, M - m0)
+                let s1 = real > 1 ? channelStride : 0, s2 = real > 2 ? 2 * channelStride : 0, s3 = real > 3 ? 3 * channelStride : 0
                 var index = 0
                 while index < K {
                     let tA = taps[index], tB = taps[min(index + 1, K - 1)]
                     let d = dY + m0 * channelStride
-                    if width == channelBlock {
-                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
-                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector()
-                        for oh in 0..<outH {
-                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
-                            var ow = 0
-                            for step in 0...whole {
-                                var x = Vector(), y = Vector()
-                                if step < whole {
-                                    x = load(xa + ow); y = load(xb + ow)
-                                } else if rest > 0 {
-                                    ow = outW - lanes
-                                    x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
-                                } else { break }
-                                let d0 = load(row + ow), d1 = load(row + channelStride + ow)
-                                let d2 = load(row + 2 * channelStride + ow), d3 = load(row + 3 * channelStride + ow)
-                                a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
-                                a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
-                                a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
-                                a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
-                                ow += lanes
-                            }
+                    var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
+                    var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector()
+                    for oh in 0..<outH {
+                        let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                        var ow = 0
+                        for step in 0...whole {
+                            var x = Vector(), y = Vector()
+                            if step < whole {
+                                x = load(xa + ow); y = load(xb + ow)
+                            } else if rest > 0 {
+                                ow = outW - lanes
+                                x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
+                            } else { break }
+                            let d0 = load(row + ow), d1 = load(row + s1 + ow), d2 = load(row + s2 + ow), d3 = load(row + s3 + ow)
+                            a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
+                            a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
+                            a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
+                            a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
+                            ow += lanes
                         }
-                        let g = weightGradient + m0 * K + index
-                        g[0] += a0.sum(); g[K] += a1.sum(); g[2 * K] += a2.sum(); g[3 * K] += a3.sum()
-                        if index + 1 < K {
-                            g[1] += b0.sum(); g[K + 1] += b1.sum(); g[2 * K + 1] += b2.sum(); g[3 * K + 1] += b3.sum()
-                        }
-                    } else {
-                        var a0 = Vector(), b0 = Vector()
-                        for oh in 0..<outH {
-                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
-                            var ow = 0
-                            for step in 0...whole {
-                                var x = Vector(), y = Vector()
-                                if step < whole {
-                                    x = load(xa + ow); y = load(xb + ow)
-                                } else if rest > 0 {
-                                    ow = outW - lanes
-                                    x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
-                                } else { break }
-                                let d0 = load(row + ow)
-                                a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
-                                ow += lanes
-                            }
-                        }
-                        weightGradient[m0 * K + index] += a0.sum()
-                        if index + 1 < K { weightGradient[m0 * K + index + 1] += b0.sum() }
                     }
+                    let g = weightGradient + m0 * K + index, second = index + 1 < K
+                    g[0] += a0.sum(); if second { g[1] += b0.sum() }
+                    if real > 1 { g[K] += a1.sum(); if second { g[K + 1] += b1.sum() } }
+                    if real > 2 { g[2 * K] += a2.sum(); if second { g[2 * K + 1] += b2.sum() } }
+                    if real > 3 { g[3 * K] += a3.sum(); if second { g[3 * K + 1] += b3.sum() } }
                     index += 2
                 }
-                m0 += width
             }
         }
     }
