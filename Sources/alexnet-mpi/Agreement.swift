@@ -62,10 +62,10 @@ enum Limits {
 
     /// Says what one process will take and refuses (on this rank, which stops the job) a run whose processes on this
     /// node would not fit in its memory.
-    static func checkMemory(config: ModelConfig, batch: Int, layout: ReplicaLayout, localTowers: Range<Int>,
+    static func checkMemory(config: ModelConfig, batch: Int, layout: ReplicaLayout, localTowers: Range<Int>, inputs: Int = 1,
                             say: (String) -> Void) throws {
         let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        guard let bytes = MemoryBudget.bytes(config: config, maxBatch: batch, layout: layout, localTowers: localTowers) else {
+        guard let bytes = MemoryBudget.bytes(config: config, maxBatch: batch, layout: layout, localTowers: localTowers, inputs: inputs) else {
             throw AlexNetError("width \(config.width), \(config.classes) classes and a batch of \(batch) need more memory than can be counted; use a smaller --width, --classes or --batch")
         }
         let machine = MemoryBudget.machineBytes

@@ -183,6 +183,8 @@ struct Train: ParsableCommand {
     var tenCrop = false
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
+    @Flag(name: .customLong("no-prefetch"), help: "Assemble each batch when its step starts, instead of on a background thread while the step before trains (the same numbers either way; for comparisons).")
+    var noPrefetch = false
     @OptionGroup var threadOptions: ThreadOptions
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
     @Option(name: .customLong("debug-fail-rank"), help: .hidden) var debugFailRank: Int?
@@ -251,6 +253,7 @@ struct Train: ParsableCommand {
         s.saveEvery = saveEvery; s.tenCrop = tenCrop
         s.layout = layout
         s.dataThreads = threads
+        s.prefetch = !noPrefetch
         s.threadsPerModel = perModel
         s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
 
@@ -261,7 +264,7 @@ struct Train: ParsableCommand {
         }
         try Limits.checkMemory(config: s.model, batch: mode == .data || mode == .hybrid ? s.localBatch : batch, layout: layout,
                                localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
-                               say: Launch.say)
+                               inputs: s.prefetch ? 2 : 1, say: Launch.say)
         Launch.say("BLAS: " + BlasKernels.report)
         GracefulStop.install()
         var exchange: MPITowerExchange? = nil
@@ -340,11 +343,17 @@ struct Train: ParsableCommand {
         if let world = Launch.world { trainer.agreeOnStep = { try Agreement.afterStep($0, on: world) } }
         if let failRank = debugFailRank, failRank == Launch.rank {
             let kind = debugFailKind, at = debugFailStep
+            if kind == "assemble" {   // thrown where the batch of that step is assembled (the background thread)
+                trainer.beforeAssembling = { step in
+                    if step == at { throw AlexNetError("injected failure assembling the batch of step \(step) (--debug-fail-rank)") }
+                }
+            }
             trainer.beforeStep = { step in
                 guard step == at else { return }
                 switch kind {
                 case "kill": kill(getpid(), SIGKILL)
                 case "exit": Foundation.exit(3)
+                case "assemble": break
                 default: throw AlexNetError("injected failure at step \(step) (--debug-fail-rank)")
                 }
             }

@@ -110,64 +110,78 @@ public final class BatchAssembler: @unchecked Sendable {
     /// (seed, epoch, dataset index); otherwise `view` (default: the centre crop, not mirrored).
     public func assemble(_ dataset: ImageDataset, indices: [Int], epoch: Int, augment: Bool, view: View? = nil,
                          into x: UnsafeMutablePointer<Float>) -> [Int32] {
-        let N = indices.count, size = ModelConfig.inputSize, plane = size * size
-        let channelStride = N * plane
+        let N = indices.count
         Parallel.forEachChunk(N, threads: threads) { range in
-            var buffer: UnsafeMutablePointer<UInt8>? = nil
-            if case .pixels(let h, let w) = storage { buffer = .allocate(capacity: h * w * 3) }
-            defer { buffer?.deallocate() }
+            let scratch = makeScratch()
+            defer { scratch?.deallocate() }
             for b in range {
-                let index = indices[b], dst = x + b * plane
-                switch storage {
-                case .tensors:
-                    dataset.tensor(index, into: dst, channelStride: channelStride)
-                case .pixels(let h, let w):
-                    dataset.pixels(index, into: buffer!)
-                    var top = (h - size) / 2, left = (w - size) / 2, flip = false
-                    if let v = view {
-                        switch v.place {
-                        case .centre: break
-                        case .topLeft: top = 0; left = 0
-                        case .topRight: top = 0; left = w - size
-                        case .bottomLeft: top = h - size; left = 0
-                        case .bottomRight: top = h - size; left = w - size
+                assembleImage(dataset, index: indices[b], slot: b, batch: N, epoch: epoch, augment: augment, view: view,
+                              into: x, scratch: scratch)
+            }
+        }
+        return indices.map { Int32(dataset.label($0)) }
+    }
+
+    /// Room for one image's pixels (H, W, 3) for `assembleImage`, or nil for tensor storage; the caller deallocates it.
+    public func makeScratch() -> UnsafeMutablePointer<UInt8>? {
+        guard case .pixels(let h, let w) = storage else { return nil }
+        return .allocate(capacity: h * w * 3)
+    }
+
+    /// Fills image `slot` of x (3, N, 227, 227) from dataset image `index`, as `assemble` does: a pure function of
+    /// (seed, epoch, index, view), whatever thread runs it and in whatever order. `scratch` comes from `makeScratch`.
+    public func assembleImage(_ dataset: ImageDataset, index: Int, slot b: Int, batch N: Int, epoch: Int, augment: Bool,
+                              view: View? = nil, into x: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<UInt8>?) {
+        let size = ModelConfig.inputSize, plane = size * size
+        let channelStride = N * plane, dst = x + b * plane
+        switch storage {
+        case .tensors:
+            dataset.tensor(index, into: dst, channelStride: channelStride)
+        case .pixels(let h, let w):
+            let pixels = scratch!
+            dataset.pixels(index, into: pixels)
+            var top = (h - size) / 2, left = (w - size) / 2, flip = false
+            if let v = view {
+                switch v.place {
+                case .centre: break
+                case .topLeft: top = 0; left = 0
+                case .topRight: top = 0; left = w - size
+                case .bottomLeft: top = h - size; left = 0
+                case .bottomRight: top = h - size; left = w - size
+                }
+                flip = v.mirrored
+            }
+            var shift: [Float] = [0, 0, 0]
+            if augment {
+                let key = UInt64(epoch), i = UInt64(index)
+                top = Int(CounterRandom.bits(seed: seed, .crop, key, i, 0) % UInt64(h - size + 1))
+                left = Int(CounterRandom.bits(seed: seed, .crop, key, i, 1) % UInt64(w - size + 1))
+                flip = CounterRandom.bits(seed: seed, .flip, key, i) & 1 == 1
+                var weighted: [Float] = [0, 0, 0]
+                for e in 0..<3 {
+                    weighted[e] = colourNoise * CounterRandom.normal(seed: seed, .colour, key, i, UInt64(e)) * componentStd[e]
+                }
+                for c in 0..<3 { shift[c] = (0..<3).reduce(0) { $0 + eigenvectors[c * 3 + $1] * weighted[$1] } }
+            }
+            let scale = inputScale
+            for c in 0..<3 {
+                let out = dst + c * channelStride, s = shift[c]
+                for y in 0..<size {
+                    let row = ((top + y) * w + left) * 3 + c
+                    let o = out + y * size
+                    if flip {
+                        for xx in 0..<size {
+                            let q = row + (size - 1 - xx) * 3
+                            o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
                         }
-                        flip = v.mirrored
-                    }
-                    var shift: [Float] = [0, 0, 0]
-                    if augment {
-                        let key = UInt64(epoch), i = UInt64(index)
-                        top = Int(CounterRandom.bits(seed: seed, .crop, key, i, 0) % UInt64(h - size + 1))
-                        left = Int(CounterRandom.bits(seed: seed, .crop, key, i, 1) % UInt64(w - size + 1))
-                        flip = CounterRandom.bits(seed: seed, .flip, key, i) & 1 == 1
-                        var weighted: [Float] = [0, 0, 0]
-                        for e in 0..<3 {
-                            weighted[e] = colourNoise * CounterRandom.normal(seed: seed, .colour, key, i, UInt64(e)) * componentStd[e]
-                        }
-                        for c in 0..<3 { shift[c] = (0..<3).reduce(0) { $0 + eigenvectors[c * 3 + $1] * weighted[$1] } }
-                    }
-                    let pixels = buffer!, scale = inputScale
-                    for c in 0..<3 {
-                        let out = dst + c * channelStride, s = shift[c]
-                        for y in 0..<size {
-                            let row = ((top + y) * w + left) * 3 + c
-                            let o = out + y * size
-                            if flip {
-                                for xx in 0..<size {
-                                    let q = row + (size - 1 - xx) * 3
-                                    o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
-                                }
-                            } else {
-                                for xx in 0..<size {
-                                    let q = row + xx * 3
-                                    o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
-                                }
-                            }
+                    } else {
+                        for xx in 0..<size {
+                            let q = row + xx * 3
+                            o[xx] = (Float(pixels[q]) - mean[q] + s) * scale
                         }
                     }
                 }
             }
         }
-        return indices.map { Int32(dataset.label($0)) }
     }
 }

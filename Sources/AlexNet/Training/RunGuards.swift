@@ -123,8 +123,10 @@ public enum DatasetFingerprint {
 /// The memory a process will take for a model and batch, computed from the layer table before anything is allocated,
 /// with overflow-checked arithmetic so absurd settings are refused rather than wrapped.
 public enum MemoryBudget {
-    /// Bytes of one process: the models it holds (activations, gradients, scratch), its parameter buffers and the input.
-    public static func bytes(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout?, localTowers: Range<Int>) -> Int? {
+    /// Bytes of one process: the models it holds (activations, gradients, scratch), its parameter buffers and its
+    /// `inputs` input buffers (2 when the next batch is assembled ahead: BatchPrefetcher).
+    public static func bytes(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout?, localTowers: Range<Int>,
+                             inputs: Int = 1) -> Int? {
         let models: [Range<Int>] = layout == .threadedTowers ? [0..<1, 1..<2] : [localTowers]
         var total = 0
         for towers in models {
@@ -135,7 +137,7 @@ public enum MemoryBudget {
             if o2 { return nil }
             total = t
         }
-        let (input, o3) = maxBatch.multipliedReportingOverflow(by: 3 * 227 * 227 * 4)
+        let (input, o3) = maxBatch.multipliedReportingOverflow(by: 3 * 227 * 227 * 4 * max(1, inputs))
         if o3 { return nil }
         let (t, o4) = total.addingReportingOverflow(input)
         return o4 ? nil : t

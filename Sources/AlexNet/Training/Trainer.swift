@@ -16,6 +16,9 @@ public struct TrainingSettings: Sendable {
     public var progressEvery: Double = 2           // seconds between progress lines
     public var layout: ReplicaLayout = .sequential
     public var dataThreads = 1                      // threads that assemble batches
+    /// Assemble the next step's batch on a background thread while this one trains (BatchPrefetcher): the same
+    /// numbers, and the step waits only for what is not ready.
+    public var prefetch = true
     public var threadsPerModel = 1                  // threads one model's loops use (threaded towers: each tower's)
     public var lossLog: String? = nil               // file that receives each step's loss, one a line
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
@@ -71,6 +74,12 @@ public final class Trainer {
     public var stopRequested: () -> Bool = { GracefulStop.requested }
     /// Called before each step with the step number (failure injection in tests).
     public var beforeStep: ((Int) throws -> Void)? = nil
+    /// Called on the thread that assembles a step's batch (the background thread when prefetching), with the step
+    /// number, before it does; what it throws stops training at that step, on the training thread (failure injection).
+    public var beforeAssembling: (@Sendable (Int) throws -> Void)? = nil
+    /// Seconds the background thread spent assembling batches ahead of their step, and how many images it did, in
+    /// the last run() (zero without prefetch).
+    public private(set) var assembledAhead: (seconds: Double, images: Int) = (0, 0)
     /// Data parallelism: sums the replicas' gradients after backward (before the update).
     public var synchroniseGradients: (() throws -> Void)? = nil
     /// Data parallelism: sums a number over the replicas (losses, evaluation hits).
@@ -167,16 +176,28 @@ public final class Trainer {
         return (epoch, Array(cache.order[(position * b)..<((position + 1) * b)]))
     }
 
-    /// One training step on the global batch of `step` (this replica computing its shard); returns the mean loss
-    /// over the global batch before the update, and the sum of this process's weights after it (finite exactly when
-    /// every weight is). A non-finite loss skips the update.
-    public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> (loss: Double, weightSum: Double) {
-        let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
+    /// This replica's share of the batch of `step`: its epoch and dataset indices.
+    func localIndices(step: Int, cache: inout (epoch: Int, order: [Int])) -> (epoch: Int, indices: [Int]) {
+        let local = settings.localBatch, first = settings.shard.index * local
         let (epoch, global) = batchIndices(step: step, cache: &cache)
-        let indices = Array(global[first..<(first + local)])
-        let labels = replica.clock.time(.data, .forward) {
-            assembler.assemble(data.train, indices: indices, epoch: epoch, augment: settings.augment, into: input)
+        return (epoch, Array(global[first..<(first + local)]))
+    }
+
+    /// One training step on the global batch of `step` (this replica computing its shard), its batch assembled here
+    /// and now; returns the mean loss over the global batch before the update, and the sum of this process's weights
+    /// after it (finite exactly when every weight is). A non-finite loss skips the update.
+    public func trainStep(_ step: Int, cache: inout (epoch: Int, order: [Int])) throws -> (loss: Double, weightSum: Double) {
+        let (epoch, indices) = localIndices(step: step, cache: &cache)
+        let labels = try replica.clock.time(.data, .forward) {
+            try beforeAssembling?(step)
+            return assembler.assemble(data.train, indices: indices, epoch: epoch, augment: settings.augment, into: input)
         }
+        return try trainStep(step, input: input, labels: labels)
+    }
+
+    /// One training step on an assembled batch: `input` (3, localBatch, 227, 227) and its labels.
+    func trainStep(_ step: Int, input: UnsafeMutablePointer<Float>, labels: [Int32]) throws -> (loss: Double, weightSum: Double) {
+        let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
         let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
                                                      seed: settings.seed, step: step, firstSample: first)
         try synchroniseGradients?()
@@ -240,9 +261,28 @@ public final class Trainer {
         let start = PhaseClock.now()
         var lastPrint = start
         var lastStep = settings.steps - 1
+        // Double buffering: while step s trains on one input, the background thread fills the other with step s + 1.
+        let prefetcher = settings.prefetch ? BatchPrefetcher(
+            assembler: assembler, dataset: data.train, augment: settings.augment, input: input,
+            capacity: 3 * settings.localBatch * 227 * 227, threads: settings.dataThreads, beforeAssembling: beforeAssembling) : nil
+        defer { prefetcher?.stop() }   // whatever ends the loop (a throw too), the thread ends with it
+        if let p = prefetcher, firstStep < settings.steps {
+            let (epoch, indices) = localIndices(step: firstStep, cache: &cache)
+            p.prefetch(step: firstStep, epoch: epoch, indices: indices)
+        }
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
-            let (loss, weightSum) = try trainStep(step, cache: &cache)
+            let loss: Double, weightSum: Double
+            if let p = prefetcher {
+                let batch = try replica.clock.time(.data, .forward) { try p.take(step: step) }   // the data wait
+                if step + 1 < settings.steps {
+                    let (epoch, indices) = localIndices(step: step + 1, cache: &cache)
+                    p.prefetch(step: step + 1, epoch: epoch, indices: indices)
+                }
+                (loss, weightSum) = try trainStep(step, input: batch.input, labels: batch.labels)
+            } else {
+                (loss, weightSum) = try trainStep(step, cache: &cache)
+            }
             let mine = report(loss: loss, weightSum: weightSum)
             let agreed = try agreeOnStep(mine)
             if let bad = agreed.nonFiniteRank {
@@ -280,10 +320,17 @@ public final class Trainer {
         }
         let stepsDone = lastStep + 1
         summary.seconds = Double(PhaseClock.now() - start) * 1e-9
+        if let p = prefetcher {
+            p.stop()   // nothing is assembled past the last step; the evaluation below uses `input` alone
+            assembledAhead = p.background
+        }
         let c = replica.clock, n = Double(max(1, stepsDone - firstStep))
         let data = c.seconds(.data, .forward), update = c.seconds(.update, .backward)
-        log(String(format: "time per step: data %.1f ms, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
-                   1e3 * data / n, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
+        let ahead = prefetcher == nil ? "" : String(format: " waited (%.0f%% of the images assembled ahead on a background thread, %.1f ms a step)",
+                                                    100 * Double(assembledAhead.images) / (n * Double(settings.localBatch)),
+                                                    1e3 * assembledAhead.seconds / n)
+        log(String(format: "time per step: data %.1f ms%@, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
+                   1e3 * data / n, ahead, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
                    1e3 * c.total(.exchange) / n, 1e3 * update / n))
         summary.imagesPerSecond = Double((stepsDone - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
         trainingFinished?()
