@@ -149,18 +149,21 @@ struct Train: ParsableCommand {
     var checkWeightsEvery: Int = 50
     @Option(help: "NumPy dataset directory (images.npy, labels.npy, optional heldout/); default: the embedded shapes.")
     var data: String?
+    // The defaults are the default job, a first impression in about 80 s on 2 cores: W = 1/8, 350 steps of 64 at
+    // ε = 0.015 reach 96% held-out top-1 on the embedded shapes (W = 1/4 needs 500 steps at ε = 0.01; ε = 0.02
+    // stalls near 95%). The paper's run is --width 1 --batch 128 --lr 0.01.
     @Option(help: "Width multiplier W: channels C(W) = 2·round(C·W/2); 1 is the paper's network.")
-    var width: Double = 0.25
+    var width: Double = 0.125
     @Option(help: "Number of classes (default: 10 for the embedded set, the largest label + 1 for a NumPy set).")
     var classes: Int?
     @Option(help: "Images per step (the global batch).")
     var batch: Int = 64
     @Option(help: "Training steps (batches); ignored if --epochs is given.")
-    var steps: Int = 500
+    var steps: Int = 350
     @Option(help: "Passes over the training set (overrides --steps).")
     var epochs: Int?
-    @Option(help: "Learning rate ε.")
-    var lr: Float = 0.01
+    @Option(help: "Learning rate ε (the paper's is 0.01, at batch 128).")
+    var lr: Float = 0.015
     @Option(help: "Momentum μ.")
     var momentum: Float = 0.9
     @Option(name: .customLong("weight-decay"), help: "Weight decay λ (applied to weights and biases, as in the paper).")

@@ -1,11 +1,12 @@
-// Acceptance: the default run (`alexnet-mpi` with no options: the embedded shapes, trained from scratch at a small
-// width) reaches held-out accuracy far above chance (10 classes: chance is 10%).
+// Acceptance: the default run (`alexnet-mpi` with no options: the embedded shapes, trained from scratch at W = 1/8 for
+// 350 steps) reaches at least 95% held-out top-1 (10 classes: chance is 10%). Its time is a benchmark, not a test:
+// the README gives it (about 80 s on 2 cores).
 import Foundation
 import XCTest
 
 final class DefaultRunTests: ProcessTestCase {
     func testDefaultRunLearnsTheEmbeddedShapes() throws {
-        let r = runProcess(Paths.binary, [], timeout: 900)
+        let r = runProcess(Paths.binary, [], timeout: 600)
         XCTAssertEqual(r.status, 0, r.err)
         guard let line = r.out.split(separator: "\n").first(where: { $0.hasPrefix("done:") }),
               let range = line.range(of: "held-out top-1 "),
@@ -13,6 +14,6 @@ final class DefaultRunTests: ProcessTestCase {
             return XCTFail("no summary line in:\n\(r.out)")
         }
         print(line)
-        XCTAssertGreaterThanOrEqual(top1, 80, "held-out top-1 \(top1)% after the default run")
+        XCTAssertGreaterThanOrEqual(top1, 95, "held-out top-1 \(top1)% after the default run")
     }
 }
