@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The speed figures of the README: `alexnet-mpi bench` (W = 1, 1000 classes) for 1 and 2 threads and batches
-# 32, 64, 128 in one process, the default job's width (W = 0.25, batch 64), then model and data parallelism on
+# 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), then model and data parallelism on
 # 2 ranks × 1 thread, each back to back with one process × 2 threads, and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
 # Usage: launch/bench-sweep.sh [--quick]   (--quick: batch 128 only)
 set -euo pipefail
@@ -26,7 +26,8 @@ for threads in 1 2; do
     row "1 process, $threads thread(s)" "$("$bin" bench --batch "$b" --threads "$threads" | tail -n 1)"
   done
 done
-row "1 process, 2 threads (the default job's width)" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+row "1 process, 2 threads, small width" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+row "1 process, 2 threads, the default job" "$("$bin" bench --width 0.125 --batch 64 --threads 2 --steps 20 | tail -n 1)"
 # Each parallel layout against one process with 2 threads, back to back (the machine is shared: the pair
 # shows the ratio under the same noise).
 for mode in model data; do
