@@ -19,10 +19,10 @@ final class MPIRobustnessTests: XCTestCase {
         return path
     }
 
-    /// Options every run here shares: the tiny set, 10 classes, 4 images a step, one thread a rank.
-    func small(_ data: String) -> [String] { ["--data", data, "--classes", "10", "--batch", "4", "--threads", "1"] }
+    /// Options every run here shares: the tiny set, W = 0.25, 10 classes, 4 images a step, one thread a rank.
+    func small(_ data: String) -> [String] { ["--data", data, "--width", "0.25", "--classes", "10", "--batch", "4", "--threads", "1"] }
 
-    /// A checkpoint of the default width (0.25) after one real step, copied with its training state moved to each of
+    /// A checkpoint of width 0.25 after one real step, copied with its training state moved to each of
     /// `steps` (through the library's Checkpoint API: weights and momentum loaded, saved with a new TrainingState).
     func checkpoints(at steps: [Int], in dir: String, data: String) throws -> [String] {
         let base = dir + "/one-step.safetensors"

@@ -175,7 +175,8 @@ enum Fixture {
     static func trainArguments(saveTo out: String) throws -> [String] {
         try Paths.requireFixture()
         return ["train", "--data", Paths.fixture, "--init-from", Paths.fixture + "/weights.safetensors", "--save", out,
-         "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1"]
+         "--no-augment", "--dropout", "0", "--steps", "2", "--batch", "4", "--width", "0.125", "--classes", "10", "--threads", "1",
+         "--lr", "0.01"]   // the fixture's ε (make_fixture.py's default), not the default job's
     }
 
     /// The weights in `path` minus the fixture's starting weights equal PyTorch's two updates (relative error < 1e-3).
