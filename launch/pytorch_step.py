@@ -18,18 +18,10 @@ except ImportError as e:
     sys.exit(f"pytorch_step.py: error: PyTorch is not importable by {sys.executable} ({e}); "
              "install it with: pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
-# Tests/Fixtures/make_fixture.py's table (importing that file would need numpy and safetensors too):
+# The layer table of Tests/Fixtures/make_fixture.py (importable with torch alone):
 # (name, paper out-channels, kernel, stride, pad, groups) -- groups=2 means tower-local.
-CONVS = [("conv1", 96, 11, 4, 0, 1), ("conv2", 256, 5, 1, 2, 2), ("conv3", 384, 3, 1, 1, 1),
-         ("conv4", 384, 3, 1, 1, 2), ("conv5", 256, 3, 1, 1, 2)]
-FCS = [("fc6", 4096), ("fc7", 4096)]
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)      # paper formula: alpha multiplies the plain sum
-BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # the paper sets these biases to 1
-
-
-def even(x):
-    """C(W) = 2·round(C·W/2), at least 2 (round half to even, as alexnet-mpi's ModelConfig.scaled)."""
-    return max(2, int(round(x / 2)) * 2)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures"))
+from make_fixture import CONVS, FCS, LRN, BIAS_ONE, even  # noqa: E402
 
 
 def make_params(width, classes, gen):
