@@ -68,21 +68,30 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
         let inverse = 1 / scale
         // Pixel noise: one mixing round a pixel from a per-image key (cheap, and still a pure function of the index).
         let noiseKey = CounterRandom.bits(seed: seed, .embeddedImage, salt ^ 0xFFFF, UInt64(index))
-        for y in 0..<side {
-            let v = (Float(y) - cy) * inverse
-            for x in 0..<side {
-                let u = (Float(x) - cx) * inverse
-                let fg = Self.inside(k, u, v)
-                let p = out + (y * side + x) * 3
-                let bits = CounterRandom.mix(noiseKey &+ UInt64(y * side + x))
-                for c in 0..<3 {
-                    let jitter = (Float((bits >> (UInt64(c) * 16)) & 0xFFFF) / 65535 - 0.5) * 2 * noise
-                    let value = (fg ? foreground[c] : background[c]) + jitter
-                    p[c] = UInt8(max(0, min(255, value)))
+        let (b0, b1, b2) = (background[0], background[1], background[2]), (f0, f1, f2) = (foreground[0], foreground[1], foreground[2])
+        Self.jitterUnits.withUnsafeBufferPointer { units in
+            let unit = units.baseAddress!
+            for y in 0..<side {
+                let v = (Float(y) - cy) * inverse
+                for x in 0..<side {
+                    let u = (Float(x) - cx) * inverse
+                    let fg = Self.inside(k, u, v)
+                    let p = out + (y * side + x) * 3
+                    let bits = CounterRandom.mix(noiseKey &+ UInt64(y * side + x))
+                    // jitter = (q / 65535 − 0.5) · 2 · noise for each channel's 16 bits q, the bracket from the table.
+                    let j0 = unit[Int(bits & 0xFFFF)] * noise, j1 = unit[Int((bits >> 16) & 0xFFFF)] * noise
+                    let j2 = unit[Int((bits >> 32) & 0xFFFF)] * noise
+                    p[0] = UInt8(max(0, min(255, (fg ? f0 : b0) + j0)))
+                    p[1] = UInt8(max(0, min(255, (fg ? f1 : b1) + j1)))
+                    p[2] = UInt8(max(0, min(255, (fg ? f2 : b2) + j2)))
                 }
             }
         }
     }
+
+    /// (q / 65535 − 0.5) · 2 for every 16-bit q: the pixel noise before its per-image scale (computed once, with the
+    /// same operations in the same order as per pixel, so the same floats).
+    static let jitterUnits: [Float] = (0..<65_536).map { (Float($0) / 65535 - 0.5) * 2 }
 }
 
 import Foundation

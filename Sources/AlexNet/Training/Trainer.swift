@@ -326,7 +326,7 @@ public final class Trainer {
         }
         let c = replica.clock, n = Double(max(1, stepsDone - firstStep))
         let data = c.seconds(.data, .forward), update = c.seconds(.update, .backward)
-        let ahead = prefetcher == nil ? "" : String(format: " waited (%.0f%% of the images assembled ahead on a background thread, %.1f ms a step)",
+        let ahead = prefetcher == nil ? "" : String(format: " waited (%.0f%% of the images assembled ahead: %.1f ms a step on a background thread)",
                                                     100 * Double(assembledAhead.images) / (n * Double(settings.localBatch)),
                                                     1e3 * assembledAhead.seconds / n)
         log(String(format: "time per step: data %.1f ms%@, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
