@@ -66,7 +66,9 @@ public final class GradientAllreduce: @unchecked Sendable {
 
     /// Backward finished gradients[range]; ranges arrive from the end of the buffer towards its start.
     /// (Called from inside backward, which cannot throw through: an MPI error is kept and thrown by `finish`.)
+    /// Ranges past `count` (gradients that are not replicated: the conv-data/fc-model layout's fc slices) are ignored.
     public func ready(_ range: Range<Int>) {
+        guard range.lowerBound < count else { return }
         precondition(range.upperBound == pendingLow, "gradients must become ready from the last layer backwards")
         pendingLow = range.lowerBound
         guard firstFailure == nil else { return }

@@ -166,6 +166,33 @@ public final class MPICommunicator: @unchecked Sendable {   // immutable after i
         return (0..<size).map { Array(all[Int(offsets[$0])..<Int(offsets[$0] + lengths[$0])]) }
     }
 
+    /// In place: rank r's floats [offsets[r], offsets[r+1]) of `buffer` to every rank (MPI_Allgatherv).
+    public func allGather(_ buffer: UnsafeMutablePointer<Float>, offsets: [Int]) throws {
+        let (counts, displacements) = try Self.countsAndDisplacements(offsets, size: size)
+        try blocking("an all-gather of \(offsets[size] - offsets[0]) floats (MPI_Allgatherv)") {
+            try Self.check(MPI_Allgatherv(shim_in_place(), 0, shim_float(), buffer + offsets[0], counts, displacements, shim_float(), handle),
+                           "MPI_Allgatherv of \(offsets[size] - offsets[0]) floats")
+        }
+    }
+
+    /// Σ over the ranks of `partial` (laid out by `offsets`), rank r receiving part r into `destination`
+    /// (MPI_Reduce_scatter).
+    public func reduceScatter(_ partial: UnsafePointer<Float>, offsets: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        let (counts, _) = try Self.countsAndDisplacements(offsets, size: size)
+        try blocking("a reduce-scatter of \(offsets[size] - offsets[0]) floats (MPI_Reduce_scatter)") {
+            try Self.check(MPI_Reduce_scatter(partial + offsets[0], destination, counts, shim_float(), shim_sum(), handle),
+                           "MPI_Reduce_scatter of \(offsets[size] - offsets[0]) floats")
+        }
+    }
+
+    static func countsAndDisplacements(_ offsets: [Int], size: Int) throws -> ([Int32], [Int32]) {
+        precondition(offsets.count == size + 1)
+        guard offsets[size] - offsets[0] <= Int(Int32.max) else {
+            throw AlexNetError("a collective of \(offsets[size] - offsets[0]) floats is beyond MPI's 32-bit counts; use a smaller --batch or --width")
+        }
+        return ((0..<size).map { Int32(offsets[$0 + 1] - offsets[$0]) }, (0..<size).map { Int32(offsets[$0] - offsets[0]) })
+    }
+
     /// Sum of a Double over the ranks.
     public func sum(_ value: Double) throws -> Double {
         var v = value, out = 0.0

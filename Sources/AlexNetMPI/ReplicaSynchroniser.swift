@@ -1,6 +1,7 @@
 // Keeps data-parallel replicas one model: the same starting weights (broadcast from the group's first rank),
 // gradients summed after every backward (GradientAllreduce), and a periodic checksum of the weights that stops
-// the job if any replica has drifted.
+// the job if any replica has drifted. Under the conv-data/fc-model layout only the first `count` floats (the
+// convolutions) are replicated; each rank's fc slice is its own.
 import AlexNet
 import Foundation
 
@@ -9,12 +10,15 @@ public final class ReplicaSynchroniser {
     public let store: ParameterStore
     public let allreduce: GradientAllreduce
     public var checkEvery: Int
+    /// Floats replicated over the group: the first `count` of the store.
+    public let count: Int
 
-    public init(group: MPICommunicator, model: TwoTowerAlexNet, checkEvery: Int) {
+    public init(group: MPICommunicator, model: TwoTowerAlexNet, checkEvery: Int, count: Int? = nil) {
         self.group = group
         self.store = model.parameters
         self.checkEvery = checkEvery
-        allreduce = GradientAllreduce(communicator: group, gradients: store.gradients, count: store.count)
+        self.count = count ?? model.parameters.count
+        allreduce = GradientAllreduce(communicator: group, gradients: store.gradients, count: self.count)
         let reducer = allreduce
         model.gradientsReady = { reducer.ready($0) }
         model.progress = { reducer.progress() }
@@ -23,8 +27,8 @@ public final class ReplicaSynchroniser {
     /// Every replica takes the first rank's weights and momentum.
     public func broadcastFromFirst() throws {
         try group.waiting(in: "the start-up broadcast of the first replica's weights") {
-            try group.broadcast(store.values, count: store.count)
-            try group.broadcast(store.momentum, count: store.count)
+            try group.broadcast(store.values, count: count)
+            try group.broadcast(store.momentum, count: count)
         }
     }
 
@@ -32,7 +36,7 @@ public final class ReplicaSynchroniser {
     public func checksum() -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         let bits = UnsafeRawPointer(store.values).assumingMemoryBound(to: UInt32.self)
-        for i in 0..<store.count { h = (h ^ UInt64(bits[i])) &* 0x100_0000_01b3 }
+        for i in 0..<count { h = (h ^ UInt64(bits[i])) &* 0x100_0000_01b3 }
         return h
     }
 

@@ -27,25 +27,11 @@ enum Agreement {
         return out
     }
 
-    /// The binary (a CRC-32 of its bytes: two builds of different code do not agree) and the world size.
-    static func buildAndWorld() -> [(String, String)] {
-        [("build", buildIdentity), ("ranks", "\(Launch.size)")]
-    }
-
+    /// The binary: a CRC-32 of its bytes (two builds of different code do not agree).
     static let buildIdentity: String = {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: "/proc/self/exe"), options: .alwaysMapped) else { return "unknown" }
         return CRC32.hex(data.withUnsafeBytes { CRC32.checksum($0) }) + " (\(data.count) bytes)"
     }()
-
-    /// After every step: the lowest rank that saw a non-finite value and the lowest rank asked to stop, over the world
-    /// (two one-number allreduces: microseconds against a step of milliseconds to seconds).
-    static func afterStep(_ report: StepReport, on world: MPICommunicator) throws -> StepAgreement {
-        let size = Double(world.size), rank = Double(world.rank)
-        let (bad, stop) = try world.waiting(in: "the end-of-step agreement (blow-up and stop checks)") {
-            (try world.maximum(report.nonFinite == nil ? 0 : size - rank), try world.maximum(report.stopRequested ? size - rank : 0))
-        }
-        return StepAgreement(nonFiniteRank: bad > 0 ? Int(size - bad) : nil, stopRank: stop > 0 ? Int(size - stop) : nil)
-    }
 }
 
 /// Bounds on the settings, checked before any arithmetic on them, and the memory a run will take.
@@ -58,23 +44,5 @@ enum Limits {
         }
         if let c, c < 2 || c > classes { throw ValidationError("--classes must be in 2…\(classes) (got \(c))") }
         guard b >= 1, b <= batch else { throw ValidationError("--batch must be in 1…\(batch) (got \(b))") }
-    }
-
-    /// Says what one process will take and refuses (on this rank, which stops the job) a run whose processes on this
-    /// node would not fit in its memory.
-    static func checkMemory(config: ModelConfig, batch: Int, layout: ReplicaLayout, localTowers: Range<Int>, inputs: Int = 1,
-                            say: (String) -> Void) throws {
-        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        guard let bytes = MemoryBudget.bytes(config: config, maxBatch: batch, layout: layout, localTowers: localTowers, inputs: inputs) else {
-            throw AlexNetError("width \(config.width), \(config.classes) classes and a batch of \(batch) need more memory than can be counted; use a smaller --width, --classes or --batch")
-        }
-        let machine = MemoryBudget.machineBytes
-        say("memory: \(MemoryBudget.gigabytes(bytes)) a process for the model and a batch of \(batch)"
-            + (local > 1 ? " (× \(local) processes on this node)" : "")
-            + (machine.map { " of \(MemoryBudget.gigabytes($0)) on this machine" } ?? ""))
-        if let machine, bytes.multipliedReportingOverflow(by: local).partialValue > machine * 9 / 10 || bytes > machine {
-            throw AlexNetError("the model and batch need \(MemoryBudget.gigabytes(bytes)) a process"
-                               + (local > 1 ? " × \(local) processes" : "") + ", more than 90% of this machine's \(MemoryBudget.gigabytes(machine)); use a smaller --batch or --width, or more nodes")
-        }
     }
 }

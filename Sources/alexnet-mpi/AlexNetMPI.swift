@@ -9,7 +9,7 @@ struct AlexNetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alexnet-mpi",
         abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS, in one process or across MPI ranks.",
-        discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process.",
+        discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process. --mode chooses data, hybrid or owt (conv-data/fc-model) instead.",
         subcommands: [Train.self, Bench.self, ExportEmbedded.self, SgemmRate.self],
         defaultSubcommand: Train.self)
 
@@ -49,50 +49,8 @@ struct AlexNetCommand: ParsableCommand {
     }
 }
 
-/// An error every rank detects the same way before any work: no abort needed, every rank exits.
-struct RefusedBeforeWork: Error { let message: String }
-
-/// The MPI world this process runs in, if it was started by mpirun.
-enum Launch {
-    static let world: MPICommunicator? = {
-        guard MPICommunicator.launchedByMPI else { return nil }
-        do { return try MPICommunicator.world() } catch {
-            FileHandle.standardError.write("alexnet-mpi: error: cannot start MPI: \(error)\n".data(using: .utf8)!)
-            exit(1)
-        }
-    }()
-    static var rank: Int { world?.rank ?? 0 }
-    static var size: Int { world?.size ?? 1 }
-
-    /// One error line on stderr, naming this rank under MPI.
-    static func complain(_ message: String) {
-        let who = size > 1 ? "rank \(rank): " : ""
-        FileHandle.standardError.write("alexnet-mpi: \(who)error: \(message)\n".data(using: .utf8)!)
-    }
-
-    /// Prints (every rank that fails prints, naming itself) and stops all ranks within seconds.
-    static func fail(_ message: String) -> Never {
-        complain(message)
-        if size > 1 { MPICommunicator.abortAll(code: 1) }
-        if world != nil { MPICommunicator.finalize() }
-        exit(1)
-    }
-
-    static func finish(code: Int32) -> Never {
-        fflush(nil)
-        if world != nil { MPICommunicator.finalize() }
-        exit(code)
-    }
-
-    /// Prints on rank 0 only.
-    static func say(_ text: String) {
-        if rank == 0 { print(text); fflush(nil) }
-    }
-}
-
-enum ParallelMode: String, ExpressibleByArgument, CaseIterable {
-    case single, model, data, hybrid
-}
+extension ParallelMode: ExpressibleByArgument {}
+extension Initialisation: ExpressibleByArgument {}
 
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
 struct ThreadOptions: ParsableArguments {
@@ -103,43 +61,13 @@ struct ThreadOptions: ParsableArguments {
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t))") }
     }
-
-    /// Sets BLAS threads and returns (threads, layout, threads a model's loops use). With two or more threads in a
-    /// process that holds both towers, each tower runs on its own thread with half of them: no BLAS worker spins
-    /// against the loops.
-    func apply(holdsBothTowers: Bool) -> (threads: Int, layout: ReplicaLayout, perModel: Int) {
-        let n = threads ?? Parallel.availableCores
-        let layout: ReplicaLayout = holdsBothTowers && n >= 2 ? .threadedTowers : .sequential
-        let perTower = layout == .threadedTowers ? max(1, n / 2) : n
-        Blas.setThreads(perTower)
-        return (n, layout, perTower)
-    }
-}
-
-extension Initialisation: ExpressibleByArgument {}
-
-/// Picks and checks the parallel mode against the world size, before any work.
-func resolveMode(_ requested: ParallelMode?) throws -> ParallelMode {
-    let size = Launch.size
-    let mode = requested ?? (size == 2 ? .model : .single)
-    switch mode {
-    case .single where size != 1:
-        throw RefusedBeforeWork(message: "--mode single runs in one process, but mpirun started \(size) ranks; use --mode model with -np 2, or run without mpirun")
-    case .model where size != 2:
-        throw RefusedBeforeWork(message: "--mode model needs exactly 2 ranks (one a tower): run `mpirun -np 2 alexnet-mpi …`; this job has \(size) rank\(size == 1 ? "" : "s")")
-    case .hybrid where size % 2 != 0:
-        throw RefusedBeforeWork(message: "--mode hybrid needs an even number of ranks (pairs of towers: -np 2, 4, 6, …); this job has \(size)")
-    case .data where Launch.world == nil, .hybrid where Launch.world == nil:
-        throw RefusedBeforeWork(message: "--mode \(mode.rawValue) runs under mpirun (e.g. `mpirun -np 2 alexnet-mpi train --mode \(mode.rawValue)`)")
-    default:
-        return mode
-    }
+    var count: Int { threads ?? Parallel.availableCores }
 }
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the network (default: the embedded shapes dataset).")
 
-    @Option(help: "Parallel layout: single (one process, both towers), model (mpirun -np 2, one tower a rank), data (any number of ranks, each the whole model and a share of every batch), hybrid (2·R ranks: R data-parallel replicas of a model-parallel pair). Default: model under 2 ranks, else single.")
+    @Option(help: ArgumentHelp(Train.modeHelp))
     var mode: ParallelMode?
     @Option(help: "Continue from a checkpoint written by --save (weights, momentum, step), up to --steps in all.")
     var resume: String?
@@ -221,193 +149,23 @@ struct Train: ParsableCommand {
         Set((resumeAllowChanges ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
     }
 
-    /// What every rank must agree on (compared at start-up under MPI): every option (but the per-rank --threads),
-    /// the layout, the build, the dataset and every tensor's shape.
-    func handshakeFields(_ s: TrainingSettings, _ splits: DataSplits, mode: ParallelMode) -> [(String, String)] {
-        var f = Agreement.optionFields(of: self) + Agreement.buildAndWorld()
-        f += [("layout", mode.rawValue), ("dataset", s.dataset), ("training images", "\(splits.train.count)"), ("steps", "\(s.steps)")]
-        for (name, shape) in s.model.tensors { f.append((name, shape.map(String.init).joined(separator: "×"))) }
-        return f
-    }
+    static let modeHelp = "Parallel layout: single (one process, both towers), model (mpirun -np 2, one tower a rank), data (any number of ranks, each the whole model and a share of every batch), hybrid (2·R ranks: R data-parallel replicas of a model-parallel pair), owt (2 or more ranks: convolutions data parallel, fc6–fc8 split by neuron over the ranks; Krizhevsky 2014, \"one weird trick\"). Default: model under 2 ranks, else single."
 
     func run() throws {
-        let mode = try resolveMode(mode)
         if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
-        let (threads, layout, perModel) = threadOptions.apply(holdsBothTowers: mode == .single)   // data: one thread calls MPI
-        let splits: DataSplits
-        if let directory = data {
-            splits = try NumpyDataset.splits(directory: directory, classes: classes)
-        } else {
-            splits = EmbeddedShapes.splits(seed: seed)
-            if let c = classes, c < splits.classes {
-                throw AlexNetError("--classes \(c) is fewer than the embedded dataset's \(splits.classes) classes")
-            }
-        }
+        var job = TrainingJob()
         var s = TrainingSettings()
-        s.model = ModelConfig(width: width, classes: classes ?? splits.classes, dropout: dropout)
-        s.batch = batch
-        s.learningRate = lr; s.momentum = momentum; s.weightDecay = weightDecay
-        s.seed = seed; s.augment = !noAugment; s.initialisation = initialisation
-        s.initFrom = initFrom; s.save = save; s.lossLog = lossLog; s.resume = resume
-        s.resumeAllowedChanges = allowedChanges
-        s.dataset = DatasetFingerprint.of(splits, directory: data)
-        s.rank = Launch.rank
-        s.writesFiles = Launch.rank == 0
-        s.saveEvery = saveEvery; s.tenCrop = tenCrop
-        s.layout = layout
-        s.dataThreads = threads
-        s.prefetch = !noPrefetch
-        s.threadsPerModel = perModel
-        s.steps = epochs.map { $0 * (splits.train.count / batch) } ?? steps
-
-        if mode != .single, let world = Launch.world {
-            do { try SettingsHandshake.check(handshakeFields(s, splits, mode: mode), on: world) } catch let e as AlexNetError {
-                throw RefusedBeforeWork(message: e.description)   // every rank sees the same difference: all exit
-            }
-        }
-        try Limits.checkMemory(config: s.model, batch: mode == .data || mode == .hybrid ? s.localBatch : batch, layout: layout,
-                               localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
-                               inputs: s.prefetch ? 2 : 1, say: Launch.say)
-        Launch.say("BLAS: " + BlasKernels.report)
-        GracefulStop.install()
-        var exchange: MPITowerExchange? = nil
-        var synchroniser: ReplicaSynchroniser? = nil
-        let trainer: Trainer
-        switch mode {
-        case .single:
-            Launch.say("alexnet-mpi train: one process, both towers"
-                       + (layout == .threadedTowers ? ", one thread each (\(threads) threads)" : ", \(threads) thread\(threads == 1 ? "" : "s")"))
-            Launch.say("data: \(splits.description)")
-            Launch.say(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers))
-            trainer = try Trainer(settings: s, data: splits)
-        case .model:
-            let world = Launch.world!
-            Launch.say("alexnet-mpi train: model parallel, 2 ranks, rank t holds tower t, \(threads) thread\(threads == 1 ? "" : "s") a rank")
-            Launch.say("data: \(splits.description)")
-            Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: true, batch: batch))
-            let pair = MPITowerExchange(pair: world)
-            exchange = pair
-            let replica = Replica(config: s.model, maxBatch: batch, exchange: pair, threads: perModel)
-            trainer = try Trainer(settings: s, data: splits, replica: replica)
-            trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
-            trainer.writeCheckpoint = { path, state in
-                try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: world)
-            }
-        case .data, .hybrid:
-            let world = Launch.world!
-            let pairs = mode == .hybrid ? world.size / 2 : world.size
-            let replicaIndex = mode == .hybrid ? world.rank / 2 : world.rank
-            s.shard = (replicaIndex, pairs)
-            s.layout = .sequential
-            guard batch % pairs == 0 else {
-                throw RefusedBeforeWork(message: "--batch \(batch) does not split evenly over \(pairs) replicas; use a multiple of \(pairs) (each replica takes --batch / \(pairs) images a step)")
-            }
-            let replica: Replica
-            let group: MPICommunicator
-            var pairCommunicator: MPICommunicator? = nil
-            if mode == .hybrid {
-                let hybrid = try HybridCommunicators(world: world)
-                group = hybrid.towerGroup
-                pairCommunicator = hybrid.pair
-                let pairExchange = MPITowerExchange(pair: hybrid.pair)
-                exchange = pairExchange
-                replica = Replica(config: s.model, maxBatch: s.localBatch, exchange: pairExchange, threads: perModel)
-                Launch.say("alexnet-mpi train: hybrid, \(world.size) ranks = \(pairs) data-parallel replicas of a model-parallel pair (rank 2r + t holds tower t of replica r), \(threads) thread\(threads == 1 ? "" : "s") a rank")
-            } else {
-                group = world
-                replica = Replica(config: s.model, maxBatch: s.localBatch, layout: .sequential, threads: perModel)
-                Launch.say("alexnet-mpi train: data parallel, \(world.size) ranks, each the whole model and \(s.localBatch) of every \(batch) images, \(threads) thread\(threads == 1 ? "" : "s") a rank")
-            }
-            Launch.say("data: \(splits.description)")
-            Launch.say(LayerTable.render(s.model, localTowers: 0..<2, ranks: mode == .hybrid, batch: s.localBatch))
-            trainer = try Trainer(settings: s, data: splits, replica: replica)
-            let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: checkWeightsEvery)
-            try sync.broadcastFromFirst()
-            synchroniser = sync
-            trainer.synchroniseGradients = {
-                try replica.clock.time(.update, .exchange) { try sync.allreduce.finish() }
-            }
-            trainer.sumOverReplicas = { try group.sum($0) }
-            let last = s.steps - 1, perturbRank = debugPerturbRank, perturbStep = debugPerturbStep
-            trainer.afterUpdate = { step in
-                if perturbRank == world.rank && perturbStep == step { replica.stores[0].values[0] += 1e-3 }
-                try sync.afterUpdate(step: step, lastStep: last)
-            }
-            trainer.log = { if world.rank == 0 { print($0); fflush(nil) } }
-            trainer.writeCheckpoint = { path, state in
-                if let pair = pairCommunicator {
-                    if replicaIndex == 0 { try ModelParallelCheckpoint.save(replica.stores[0], state: state, to: path, pair: pair) }
-                } else if world.rank == 0 {
-                    try replica.save(path, state: state)
-                }
-                try world.barrier()
-            }
-        }
-        if let world = Launch.world { trainer.agreeOnStep = { try Agreement.afterStep($0, on: world) } }
-        if let failRank = debugFailRank, failRank == Launch.rank {
-            let kind = debugFailKind, at = debugFailStep
-            if kind == "assemble" {   // thrown where the batch of that step is assembled (the background thread)
-                trainer.beforeAssembling = { step in
-                    if step == at { throw AlexNetError("injected failure assembling the batch of step \(step) (--debug-fail-rank)") }
-                }
-            }
-            trainer.beforeStep = { step in
-                guard step == at else { return }
-                switch kind {
-                case "kill": kill(getpid(), SIGKILL)
-                case "exit": Foundation.exit(3)
-                case "assemble": break
-                default: throw AlexNetError("injected failure at step \(step) (--debug-fail-rank)")
-                }
-            }
-        }
-        Launch.say(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, init %@, augmentation %@",
-                          batch, s.steps, lr, momentum, weightDecay, dropout, seed, initialisation.rawValue, noAugment ? "off" : "on"))
-        if let path = initFrom { Launch.say("weights from \(path)") }
-        var measured: (floats: Int, waiting: Double, transfer: Double)? = nil
-        exchange?.resetCounters()
-        synchroniser?.allreduce.resetCounters()
-        var reduced: (floats: Int, exposed: Double)? = nil
-        trainer.trainingFinished = {
-            if let e = exchange { measured = (e.floatsSent, e.waitingSeconds, e.transferSeconds) }
-            if let a = synchroniser?.allreduce { reduced = (a.floatsReduced, a.exposedSeconds) }
-        }
-        if let path = resume {
-            Launch.say("resuming \(path) at step \(trainer.firstStep)"
-                       + (trainer.resumeChanges.isEmpty ? "" : "; changed: " + trainer.resumeChanges.joined(separator: "; ")))
-        }
-        let r = try trainer.run()
-        if let stopped = r.stoppedAtStep {
-            Launch.say(String(format: "stopped at step %d of %d after %.1f s (asked to stop)%@", stopped, s.steps, r.seconds,
-                              save.map { "; saved \($0): continue with --resume \($0)" } ?? "; nothing saved (no --save)"))
-            return
-        }
-        if let a = reduced, let sync = synchroniser {
-            let steps = max(1, s.steps - trainer.firstStep)
-            let blocking = try sync.allreduce.measureBlockingSeconds()
-            // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
-            let exposed = try sync.group.minimum(a.exposed / Double(steps))
-            let longest = try sync.group.maximum(a.exposed / Double(steps))
-            Launch.say(String(format: "gradient allreduce: %@ B a step over %d replicas; exposed wait %.1f ms a step (the last replica to arrive; %.1f ms for the first, which also waits for the others) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
-                              LayerTable.grouped(4 * a.floats / steps), sync.group.size, 1e3 * exposed, 1e3 * longest, 1e3 * blocking,
-                              100 * max(0, 1 - exposed / max(blocking, 1e-9))))
-        }
-        if let m = measured, let world = Launch.world {
-            let tower = world.rank % 2
-            let predicted = 4 * s.model.exchangeFloatsPerStep(tower: tower, batch: s.localBatch)
-            let perStep = 4 * m.floats / max(1, s.steps - trainer.firstStep)
-            let compute = r.seconds - m.waiting - m.transfer
-            let text = String(format: "rank %d: exchange %@ B/step measured, %@ B/step predicted from shapes (%@); time: compute %.1f%%, exchange %.1f%%, waiting for the partner %.1f%%",
-                              world.rank, LayerTable.grouped(perStep), LayerTable.grouped(predicted), perStep == predicted ? "equal" : "DIFFERENT",
-                              100 * compute / r.seconds, 100 * m.transfer / r.seconds, 100 * m.waiting / r.seconds)
-            // Rank 0 prints both ranks' lines.
-            let lines = try world.allGather(bytes: Array(text.utf8)).map { String(decoding: $0, as: UTF8.self) }
-            for line in lines { Launch.say(line) }
-        }
-        Launch.say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
-                          s.steps - trainer.firstStep, r.seconds, r.imagesPerSecond, r.trainLoss,
-                          (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5)
-                   + (r.resumeChanges.isEmpty ? "" : "; resumed with changes: " + r.resumeChanges.joined(separator: "; ")))
+        s.model = ModelConfig(width: width, classes: classes ?? 10, dropout: dropout)
+        (s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay) = (batch, steps, lr, momentum, weightDecay)
+        (s.seed, s.augment, s.initialisation, s.initFrom, s.save, s.lossLog) = (seed, !noAugment, initialisation, initFrom, save, lossLog)
+        (s.resume, s.resumeAllowedChanges, s.saveEvery, s.tenCrop, s.prefetch) = (resume, allowedChanges, saveEvery, tenCrop, !noPrefetch)
+        job.settings = s
+        (job.mode, job.dataDirectory, job.classes, job.epochs) = (mode, data, classes, epochs)
+        (job.threads, job.checkWeightsEvery) = (threadOptions.count, checkWeightsEvery)
+        job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
+        if let r = debugFailRank { job.failure = FailureInjection(rank: r, step: debugFailStep, kind: debugFailKind) }
+        if let r = debugPerturbRank { job.perturb = (r, debugPerturbStep) }
+        try job.run(world: Launch.world)
     }
 }
 
@@ -415,7 +173,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time the training step of the paper-size network on synthetic input against OpenBLAS's sgemm rate.")
 
-    @Option(help: "Parallel layout: single or model (under mpirun -np 2). Default: model under 2 ranks, else single.")
+    @Option(help: ArgumentHelp(Train.modeHelp))
     var mode: ParallelMode?
     @Option(help: "Width multiplier W (1 = the paper).")
     var width: Double = 1
@@ -438,165 +196,13 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let mode = try resolveMode(mode)
         if let world = Launch.world { try StallWatchdog.start(seconds: stallTimeout, world: world) }   // --stall-timeout
-        var s = BenchmarkSettings()
-        (s.threads, s.layout, s.threadsPerModel) = threadOptions.apply(holdsBothTowers: mode == .single)
-        s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
-        s.batch = batch; s.steps = steps
-        s.columnBudget = im2colBudget
-        if let world = Launch.world {
-            do {
-                try SettingsHandshake.check(Agreement.optionFields(of: self) + Agreement.buildAndWorld() + [("layout", mode.rawValue)], on: world)
-            } catch let e as AlexNetError {
-                throw RefusedBeforeWork(message: e.description)
-            }
-        }
-        let perRank = mode == .data || mode == .hybrid ? batch / max(1, mode == .hybrid ? Launch.size / 2 : Launch.size) : batch
-        try Limits.checkMemory(config: s.model, batch: max(1, perRank), layout: s.layout,
-                               localTowers: mode == .model || mode == .hybrid ? (Launch.rank % 2)..<(Launch.rank % 2 + 1) : 0..<2,
-                               say: Launch.say)
-        Launch.say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
-        switch mode {
-        case .single:
-            let r = try Benchmark.run(s, bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) })
-            Launch.say(Benchmark.report(r, settings: s))
-        case .model:
-            let world = Launch.world!
-            s.ranks = 2
-            let exchange = MPITowerExchange(pair: world)
-            let replica = Replica(config: s.model, maxBatch: batch, exchange: exchange, threads: s.threadsPerModel,
-                                  columnBudget: s.columnBudget)
-            var figures: (Double, Double, Int) = (0, 0, 0)
-            let r = try Benchmark.run(s, replica: replica, bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) },
-                                      afterWarmup: { exchange.resetCounters() }, afterTimed: {
-                figures = (exchange.waitingSeconds, exchange.transferSeconds, exchange.floatsSent)
-            })
-            // The sgemm limit of a 2-rank job: both ranks' sgemm rate (each measured on its own core).
-            let totalGflops = try world.sum(r.limitGflops)
-            var whole = r
-            whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
-            whole.limitGflops = totalGflops
-            whole.sgemmGflops = try world.sum(r.sgemmGflops)
-            let best = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
-            whole.bestKernelGflops = best > 0 ? best : nil
-            var text = Benchmark.report(whole, settings: s, extra: [
-                "exchange_fraction": (figures.0 + figures.1) / (r.meanStepSeconds * Double(s.steps)),
-                "exchange_waiting_fraction": figures.0 / (r.meanStepSeconds * Double(s.steps)),
-                "exchange_bytes_per_step": Double(4 * figures.2 / s.steps),
-            ])
-            text = String(format: "model parallel, %@; rank 0: exchange %.1f%% of step time (waiting %.1f%%, moving %.1f%%), %@ B sent a step\n",
-                          s.workers, 100 * (figures.0 + figures.1) / (r.meanStepSeconds * Double(s.steps)),
-                          100 * figures.0 / (r.meanStepSeconds * Double(s.steps)), 100 * figures.1 / (r.meanStepSeconds * Double(s.steps)),
-                          LayerTable.grouped(4 * figures.2 / s.steps)) + text
-            Launch.say(text)
-        case .data, .hybrid:
-            let world = Launch.world!
-            let pairs = mode == .hybrid ? world.size / 2 : world.size
-            guard batch % pairs == 0 else {
-                throw RefusedBeforeWork(message: "--batch \(batch) does not split evenly over \(pairs) replicas")
-            }
-            s.ranks = world.size
-            let replica: Replica, group: MPICommunicator
-            var exchange: MPITowerExchange? = nil
-            if mode == .hybrid {
-                let hybrid = try HybridCommunicators(world: world)
-                group = hybrid.towerGroup
-                exchange = MPITowerExchange(pair: hybrid.pair)
-                replica = Replica(config: s.model, maxBatch: batch / pairs, exchange: exchange!, threads: s.threadsPerModel,
-                                  columnBudget: s.columnBudget)
-            } else {
-                group = world
-                s.layout = .sequential
-                replica = Replica(config: s.model, maxBatch: batch / pairs, layout: .sequential, threads: s.threadsPerModel,
-                                  columnBudget: s.columnBudget)
-            }
-            let sync = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: 0)
-            var figures = (exposed: 0.0, floats: 0, exchange: 0.0)
-            let r = try Benchmark.run(s, replica: replica, localBatch: batch / pairs,
-                                      bestKernelGflops: { SgemmRate.withBestKernels(threads: s.threads) }, afterBackward: { try sync.allreduce.finish() },
-                                      afterWarmup: { sync.allreduce.resetCounters(); exchange?.resetCounters() },
-                                      afterTimed: {
-                figures = (sync.allreduce.exposedSeconds, sync.allreduce.floatsReduced,
-                           (exchange?.waitingSeconds ?? 0) + (exchange?.transferSeconds ?? 0))
-            })
-            let blocking = try sync.allreduce.measureBlockingSeconds()
-            let totalGflops = try world.sum(r.limitGflops)
-            var whole = r
-            whole.limitImagesPerSecond = totalGflops * 1e9 / s.model.trainingFlopsPerImage
-            whole.limitGflops = totalGflops
-            whole.sgemmGflops = try world.sum(r.sgemmGflops)
-            let best = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
-            whole.bestKernelGflops = best > 0 ? best : nil
-            let steps = Double(s.steps)
-            // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
-            let exposed = try group.minimum(figures.exposed / steps)
-            let longest = try group.maximum(figures.exposed / steps)
-            let hidden = max(0, 1 - exposed / max(blocking, 1e-9))
-            var extra: [String: Any] = [
-                "allreduce_bytes_per_step": Double(4 * figures.floats) / steps, "allreduce_exposed_ms": 1e3 * exposed,
-                "allreduce_blocking_ms": 1e3 * blocking, "allreduce_longest_wait_ms": 1e3 * longest, "allreduce_hidden_fraction": hidden, "mode": mode.rawValue,
-            ]
-            if exchange != nil { extra["exchange_fraction"] = figures.exchange / (r.meanStepSeconds * steps) }
-            let head = String(format: "%@ parallel, %@, %d images a replica: gradient allreduce %.1f MB a step over %d replicas; exposed wait %.1f ms (last replica to arrive; first: %.1f ms) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward\n",
-                              mode == .hybrid ? "hybrid" : "data", s.workers, batch / pairs, Double(4 * figures.floats) / steps / 1e6,
-                              group.size, 1e3 * exposed, 1e3 * longest, 1e3 * blocking, 100 * hidden)
-            Launch.say(head + Benchmark.report(whole, settings: s, extra: extra))
-        }
-    }
-}
-struct ExportEmbedded: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "export-embedded",
-        abstract: "Write images of the embedded dataset as a NumPy dataset (images.npy uint8 (N, 256, 256, 3), labels.npy int64).")
-
-    @Option(help: "Folder to write (created if missing).")
-    var out: String
-    @Option(help: "Number of images.")
-    var count: Int = 100
-    @Option(help: "Seed of the embedded dataset.")
-    var seed: UInt64 = 1
-    @Flag(name: .customLong("held-out"), help: "Export the held-out split instead of the training split.")
-    var heldOut = false
-
-    func validate() throws {
-        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-    }
-
-    func run() throws {
-        try EmbeddedShapes.export(seed: seed, heldOut: heldOut, count: count, to: out)
-        print("wrote \(count) images to \(out)/images.npy and labels.npy")
-    }
-}
-
-/// `alexnet-mpi sgemm-rate` (hidden): OpenBLAS's sgemm rate with the kernels this process loaded, in GFLOP/s. `bench`
-/// runs it in a child process with the best kernels the CPU supports when it runs lower ones itself.
-struct SgemmRate: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "sgemm-rate", shouldDisplay: false)
-    @Option var threads: Int = 1
-
-    func run() throws {
-        Blas.setThreads(max(1, threads))
-        print(String(format: "%.3f", Benchmark.sgemmGflops()))
-    }
-
-    /// The rate with the best kernels this CPU supports, measured in a child process (OpenBLAS chooses its kernels
-    /// once, when it loads); nil when this process already runs them.
-    static func withBestKernels(threads: Int) -> Double? {
-        let best = BlasKernels.bestCore(flags: BlasKernels.cpuFlags)
-        guard let current = BlasKernels.level(ofCore: Blas.coreName), current < best.level else { return nil }
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        child.arguments = ["sgemm-rate", "--threads", "\(threads)"]
-        // Not an MPI process: without the launcher's variables it does not start MPI.
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") && !$0.key.hasPrefix("PMI_") }
-        env["OPENBLAS_CORETYPE"] = best.core
-        child.environment = env
-        let pipe = Pipe()
-        child.standardOutput = pipe
-        do { try child.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        child.waitUntilExit()
-        return Double(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        var job = BenchmarkJob()
+        job.settings.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
+        (job.settings.batch, job.settings.steps, job.settings.columnBudget, job.settings.threads) = (batch, steps, im2colBudget, threadOptions.count)
+        job.mode = mode
+        job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
+        job.bestKernelGflops = { SgemmRate.withBestKernels(threads: $0) }
+        try job.run(world: Launch.world)
     }
 }

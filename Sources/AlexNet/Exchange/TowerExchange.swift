@@ -6,6 +6,7 @@
 public enum ExchangePoint: Int, CaseIterable, Sendable {
     case conv3Input, fc6Input, fc7Input, fc8Input, logits                 // forward: all-gather of tower halves
     case fc8InputGradient, fc7InputGradient, fc6InputGradient, conv3InputGradient   // backward: two-rank reduce-scatter
+    case imageLabels          // conv-data/fc-model: every rank's labels, so each computes the loss of the whole batch
 
     public var name: String {
         switch self {
@@ -18,13 +19,17 @@ public enum ExchangePoint: Int, CaseIterable, Sendable {
         case .fc7InputGradient: "fc7 input grad"
         case .fc6InputGradient: "fc6 input grad"
         case .conv3InputGradient: "conv3 input grad"
+        case .imageLabels: "labels"
         }
     }
 }
 
 public protocol TowerExchange: AnyObject {
-    /// Towers this process computes (0..<2, or one of them).
+    /// Towers this process computes (0..<2, or one of them); for a slice exchange, its slices (parts) of `partCount`.
     var localTowers: Range<Int> { get }
+
+    /// Parts the exchanged buffers are cut into: the two towers, or (conv-data/fc-model) one slice a rank.
+    var partCount: Int { get }
 
     /// Forward. `buffer` holds every tower's slice: tower t's floats are [offsets[t], offsets[t+1]).
     /// The local towers' slices are filled; on return every slice is.
@@ -42,6 +47,7 @@ public protocol TowerExchange: AnyObject {
 
 public extension TowerExchange {
     func beginStep(_ step: Int) {}
+    var partCount: Int { ModelConfig.towers }
 }
 
 /// Both towers in this process: the gather has nothing to move, the reduce-scatter is an add and a copy.

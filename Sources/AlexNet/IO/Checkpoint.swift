@@ -15,33 +15,32 @@ public struct TrainingState: Codable, Equatable, Sendable {
 }
 
 public enum Checkpoint {
-    /// Writes the whole model from stores that together hold both towers (one store with both, or one a tower),
+    /// Writes the whole model from stores that together hold every row (one store with both towers, one a tower, or
+    /// replicated convolutions with slices of the fully connected neurons; a row held twice is taken from the first),
     /// with the momentum buffers and the training state.
     public static func save(_ stores: [ParameterStore], state: TrainingState, to path: String) throws {
-        let sorted = stores.sorted { $0.towers.lowerBound < $1.towers.lowerBound }
-        guard sorted.map(\.towers).reduce(into: [Int](), { $0 += Array($1) }) == Array(0..<ModelConfig.towers),
-              sorted.allSatisfy({ $0.config == sorted[0].config }) else {
-            throw AlexNetError("\(path): cannot save: a whole-model file needs every tower exactly once, of one model (got towers \(sorted.map(\.towers)))")
+        guard !stores.isEmpty, ParameterStore.coverWholeModel(stores) else {
+            throw AlexNetError("\(path): cannot save: a whole-model file needs every row of every tensor, of one model (got stores of towers \(stores.map(\.towers)))")
         }
-        var owned: [UnsafeMutablePointer<Float>] = []
+        var owned: [UnsafeMutableBufferPointer<Float>] = []
         defer { owned.forEach { $0.deallocate() } }
         var tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)] = []
         for (prefix, buffer) in [("", \ParameterStore.values), ("momentum.", \ParameterStore.momentum)] {
-            for (index, t) in sorted[0].tensors.enumerated() {
-                let count = t.shape.reduce(1, *)
-                if sorted.count == 1 {
-                    tensors.append((prefix + t.name, t.shape, UnsafeBufferPointer(start: sorted[0][keyPath: buffer] + t.offset, count: count)))
+            for (index, t) in stores[0].tensors.enumerated() {
+                if stores.count == 1 {
+                    tensors.append((prefix + t.name, t.shape, UnsafeBufferPointer(start: stores[0][keyPath: buffer] + t.offset, count: t.count)))
                     continue
                 }
-                let whole = UnsafeMutablePointer<Float>.allocate(capacity: count)
+                let whole = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.shape.reduce(1, *))
+                _ = whole.initialize(from: ParameterStore.assemble(stores, tensor: index, buffer)!)
                 owned.append(whole)
-                for s in sorted {
-                    let part = s.tensors[index]
-                    (whole + part.rows.lowerBound * part.rowSize).update(from: s[keyPath: buffer] + part.offset, count: part.count)
-                }
-                tensors.append((prefix + t.name, t.shape, UnsafeBufferPointer(start: whole, count: count)))
+                tensors.append((prefix + t.name, t.shape, UnsafeBufferPointer(whole)))
             }
         }
+        try write(tensors, state: state, to: path)
+    }
+
+    static func write(_ tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)], state: TrainingState, to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]   // the same state gives the same bytes (JSONEncoder's order varies by run)
         let json = String(decoding: try encoder.encode(state), as: UTF8.self)

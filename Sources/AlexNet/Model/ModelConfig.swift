@@ -33,7 +33,14 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public var lrn: LocalResponseNorm { LocalResponseNorm(size: lrnSize, alpha: lrnAlpha, beta: lrnBeta, k: lrnK) }
 
     /// First row (channel or neuron) of tower t among `rows`: tower 0 owns [0, ⌊rows/2⌋), tower 1 the rest.
-    public static func towerStart(_ t: Int, of rows: Int) -> Int { t * rows / towers }
+    public static func towerStart(_ t: Int, of rows: Int) -> Int { sliceStart(t, of: rows, slices: towers) }
+
+    /// First row of slice i when `rows` are cut into `slices` contiguous slices (uneven when they do not divide:
+    /// ⌊i·rows/slices⌋). Two slices are the two towers.
+    public static func sliceStart(_ i: Int, of rows: Int, slices: Int) -> Int { i * rows / slices }
+
+    /// Whether a parameter tensor belongs to the fully connected stack (fc6, fc7, fc8).
+    public static func isFullyConnected(_ tensor: String) -> Bool { tensor.hasPrefix("fc") }
 
     /// The parameter tensors in checkpoint order: name, PyTorch shape, whether the paper sets its bias to 1.
     public var tensors: [(name: String, shape: [Int])] {
@@ -60,6 +67,7 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         case .fc7Input, .fc7InputGradient: return fc6 / 2 * N
         case .fc8Input, .fc8InputGradient: return fc7 / 2 * N
         case .logits: return classesOf(t) * N
+        case .imageLabels: return 0   // the towers of a replica see the same images
         }
     }
 

@@ -1,8 +1,24 @@
 // All parameters a process holds in one contiguous buffer with named views (llm.c style), gradients and momentum alike,
 // so that an allreduce is one call and the SGD update one loop.
 //
-// Layer-major: for each tensor of ModelConfig.tensors, the rows (output channels / neurons) of the local towers,
-// in PyTorch layout. A process holding both towers therefore holds exactly the PyTorch tensors back to back.
+// Layer-major: for each tensor of ModelConfig.tensors, the rows (output channels / neurons) this process holds, in
+// PyTorch layout: those of its towers, or for fc6–fc8 under the conv-data/fc-model layout one slice of the neurons.
+// A process holding both towers therefore holds exactly the PyTorch tensors back to back.
+
+/// Slice `index` of `count` contiguous slices of every fully connected layer's neurons (conv-data/fc-model layout).
+public struct NeuronSlice: Sendable, Equatable, CustomStringConvertible {
+    public let index: Int
+    public let count: Int
+    public init(index: Int, count: Int) {
+        precondition(count >= 1 && index >= 0 && index < count)
+        self.index = index; self.count = count
+    }
+    /// The rows of a layer of `rows` neurons this slice holds.
+    public func rows(of rows: Int) -> Range<Int> {
+        ModelConfig.sliceStart(index, of: rows, slices: count)..<ModelConfig.sliceStart(index + 1, of: rows, slices: count)
+    }
+    public var description: String { "slice \(index + 1) of \(count)" }
+}
 
 public final class ParameterStore: @unchecked Sendable {
     public struct Tensor: Sendable {
@@ -16,6 +32,8 @@ public final class ParameterStore: @unchecked Sendable {
 
     public let config: ModelConfig
     public let towers: Range<Int>
+    /// The neurons of fc6–fc8 held here when they are split apart from the towers (nil: the towers' rows).
+    public let fullyConnectedSlice: NeuronSlice?
     public let tensors: [Tensor]
     public let count: Int
     public let values: UnsafeMutablePointer<Float>      // (count)
@@ -23,13 +41,14 @@ public final class ParameterStore: @unchecked Sendable {
     public let momentum: UnsafeMutablePointer<Float>    // (count)
     public let threads: Int                             // threads the update and initialisation loops may use
 
-    public init(config: ModelConfig, towers: Range<Int>, threads: Int = 1) {
+    public init(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil, threads: Int = 1) {
         self.config = config
         self.towers = towers
+        self.fullyConnectedSlice = fullyConnectedSlice
         self.threads = threads
         var list: [Tensor] = [], offset = 0
         for (name, shape) in config.tensors {
-            let rows = ModelConfig.towerStart(towers.lowerBound, of: shape[0])..<ModelConfig.towerStart(towers.upperBound, of: shape[0])
+            let rows = Self.rows(of: name, shape: shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice)
             let t = Tensor(name: name, shape: shape, rows: rows, offset: offset)
             list.append(t)
             offset += t.count
@@ -42,6 +61,46 @@ public final class ParameterStore: @unchecked Sendable {
     }
 
     deinit { values.deallocate(); gradients.deallocate(); momentum.deallocate() }
+
+    /// The rows of tensor `name` (shape[0] rows in all) that a store for these towers and slice holds.
+    public static func rows(of name: String, shape: [Int], towers: Range<Int>, fullyConnectedSlice: NeuronSlice?) -> Range<Int> {
+        if let slice = fullyConnectedSlice, ModelConfig.isFullyConnected(name) { return slice.rows(of: shape[0]) }
+        return ModelConfig.towerStart(towers.lowerBound, of: shape[0])..<ModelConfig.towerStart(towers.upperBound, of: shape[0])
+    }
+
+    /// Floats of the convolution stack's tensors, which come first in the buffer (conv1 … conv5, weights and biases).
+    public var convolutionCount: Int { tensor("fc6.weight").offset }
+
+    /// Whole tensor `index` (of ModelConfig.tensors) of `buffer` (values or momentum) put together from `stores`,
+    /// each row from the first store that holds it; nil if some row is held by none.
+    public static func assemble(_ stores: [ParameterStore], tensor index: Int,
+                                _ buffer: KeyPath<ParameterStore, UnsafeMutablePointer<Float>>) -> [Float]? {
+        let shape = stores[0].tensors[index].shape
+        let rowSize = shape.dropFirst().reduce(1, *)
+        var whole = [Float](repeating: 0, count: shape.reduce(1, *))
+        var covered = [Bool](repeating: false, count: shape[0])
+        whole.withUnsafeMutableBufferPointer { out in
+            for s in stores {
+                let part = s.tensors[index]
+                for row in part.rows where !covered[row] {
+                    covered[row] = true
+                    (out.baseAddress! + row * rowSize).update(from: s[keyPath: buffer] + part.offset + (row - part.rows.lowerBound) * rowSize,
+                                                             count: rowSize)
+                }
+            }
+        }
+        return covered.allSatisfy { $0 } ? whole : nil
+    }
+
+    /// Whether `stores` together hold every row of every tensor.
+    public static func coverWholeModel(_ stores: [ParameterStore]) -> Bool {
+        guard let first = stores.first, stores.allSatisfy({ $0.config == first.config }) else { return false }
+        return first.tensors.indices.allSatisfy { index in
+            var covered = [Bool](repeating: false, count: first.tensors[index].shape[0])
+            for s in stores { for row in s.tensors[index].rows { covered[row] = true } }
+            return covered.allSatisfy { $0 }
+        }
+    }
 
     public func tensor(_ name: String) -> Tensor {
         guard let t = tensors.first(where: { $0.name == name }) else { preconditionFailure("no parameter \(name)") }

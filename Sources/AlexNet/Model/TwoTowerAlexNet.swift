@@ -3,11 +3,24 @@
 // Activations are channel-major so that a tower's half of any layer is one contiguous slice:
 // conv maps (C, N, H, W), fc activations (features, N). The exchanges before conv3, fc6, fc7, fc8 and of the
 // logits (forward), and of the input gradients of fc8, fc7, fc6 and conv3 (backward) are calls to `exchange`.
+//
+// Under the conv-data/fc-model layout (Krizhevsky 2014, "one weird trick") a second exchange serves fc6–fc8: the
+// model holds both towers' convolutions for its N images, and one slice of every fc layer's neurons for the images
+// of all R ranks (B = R·N columns, rank k's at [k·N, (k+1)·N)); pool5's features are gathered block-major
+// (R, features, N), the slices' outputs all-gathered, and fc6's input gradient reduce-scattered back by image block.
 
 public final class TwoTowerAlexNet {
     public let config: ModelConfig
     public let parameters: ParameterStore
     public let exchange: TowerExchange
+    /// fc6–fc8's exchange: `exchange` itself (fc rows split by tower), or the conv-data/fc-model slice exchange.
+    public let fullyConnectedExchange: TowerExchange
+    /// Whether fc6–fc8 are split by neuron slice over ranks that each bring their own images (conv-data/fc-model).
+    public let slicesFullyConnected: Bool
+    let fcSlices: Int            // parts fc6–fc8's neurons are cut into: 2 towers, or one slice a rank
+    let fcLocal: Range<Int>      // the parts this model computes
+    /// Image blocks the fc stack computes: 1, or (conv-data/fc-model) every rank's N images.
+    public let imageBlocks: Int
     public let clock = PhaseClock()
     public let maxBatch: Int
     /// Called during backward as soon as a layer's weight and bias gradients are final, with their range in
@@ -26,7 +39,7 @@ public final class TwoTowerAlexNet {
     let lrn: LocalResponseNorm
 
     // Channels / neurons per tower, and local counts.
-    let c1, c2, c3, c4, c5, f6, f7: Int     // per tower
+    let c1, c2, c3, c4, c5: Int     // per tower
     var parts: Int { towers.count }
 
     // Activations (local towers unless marked "all towers").
@@ -43,15 +56,19 @@ public final class TwoTowerAlexNet {
     let x3: UnsafeMutablePointer<Float>                      // (2·c2, N, 13, 13) all towers: conv3 input
     let a3, a4, a5: UnsafeMutablePointer<Float>              // (c3·parts | c4·parts | c5·parts, N, 13, 13)
     let p5: UnsafeMutablePointer<Float>                      // (c5·parts, N, 6, 6)
-    let x6: UnsafeMutablePointer<Float>                      // (2·c5·36, N) all towers: fc6 input
-    let h6, h7: UnsafeMutablePointer<Float>                  // (2·f6, N), (2·f7, N) all towers
-    public let logits: UnsafeMutablePointer<Float>           // (classes, N) all towers
-    let m6, m7: UnsafeMutablePointer<Float>                  // dropout masks (f·parts, N)
+    // B = imageBlocks·N: the columns of the fc stack.
+    let x6: UnsafeMutablePointer<Float>                      // (2·c5·36, N) all towers: fc6 input; sliced: (R, 2·c5·36, N)
+    let h6, h7: UnsafeMutablePointer<Float>                  // (fc6, B), (fc7, B) all parts
+    public let logits: UnsafeMutablePointer<Float>           // (classes, B) all parts
+    let m6, m7: UnsafeMutablePointer<Float>                  // dropout masks (local rows, B)
+    let labelsGathered: UnsafeMutablePointer<Float>          // (B) every block's labels (sliced fc stack)
+    let ownLogits: UnsafeMutablePointer<Float>               // (classes, N) this model's images' logits (sliced fc stack)
     let idx1, idx2, idx5: UnsafeMutablePointer<Int32>        // pooling winners
     // Gradients.
-    let dlogits: UnsafeMutablePointer<Float>                 // (classes, N)
-    let partials8, partials7, partials6, partials3: [UnsafeMutablePointer<Float>]   // full-size, one per local tower
-    let dh7, dh6: UnsafeMutablePointer<Float>                // (f·parts, N)
+    let dlogits: UnsafeMutablePointer<Float>                 // (classes, B)
+    let partials8, partials7, partials6: [UnsafeMutablePointer<Float>]   // (fc7, B), (fc6, B), like x6: one a local fc part
+    let partials3: [UnsafeMutablePointer<Float>]             // (2·c2, N, 13, 13), one a local tower
+    let dh7, dh6: UnsafeMutablePointer<Float>                // (local rows, B)
     let dx6: UnsafeMutablePointer<Float>                     // (c5·parts·36, N)
     let dp5: UnsafeMutablePointer<Float>                     // (c5·parts, N, 6, 6)
     let da5, da4, da3: UnsafeMutablePointer<Float>           // (…·parts, N, 13, 13)
@@ -62,20 +79,30 @@ public final class TwoTowerAlexNet {
 
     /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
     /// `threads`: what this model's loops may use; `columnBudget`: floats an im2col chunk may hold.
-    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, threads: Int = 1,
-                columnBudget: Int = Convolution.defaultColumnBudget) {
+    /// `fullyConnectedExchange`: the conv-data/fc-model layout's slice exchange (this model then holds both towers
+    /// and slice `localTowers` of its `partCount` slices of fc6–fc8); nil: fc6–fc8 split by tower like the rest.
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, fullyConnectedExchange: TowerExchange? = nil,
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
         self.config = config
         self.exchange = exchange
         self.maxBatch = maxBatch
         self.towers = exchange.localTowers
         self.threads = threads
-        parameters = ParameterStore(config: config, towers: exchange.localTowers, threads: threads)
+        let fcExchange = fullyConnectedExchange ?? exchange
+        self.fullyConnectedExchange = fcExchange
+        slicesFullyConnected = fullyConnectedExchange != nil
+        fcSlices = fcExchange.partCount
+        fcLocal = fcExchange.localTowers
+        imageBlocks = slicesFullyConnected ? fcExchange.partCount : 1
+        precondition(!slicesFullyConnected || (exchange.localTowers == 0..<ModelConfig.towers && fcLocal.count == 1),
+                     "a sliced fc stack needs both towers' convolutions and one slice")
+        let slice = slicesFullyConnected ? NeuronSlice(index: fcLocal.lowerBound, count: fcSlices) : nil
+        parameters = ParameterStore(config: config, towers: exchange.localTowers, fullyConnectedSlice: slice, threads: threads)
         var lrn = config.lrn
         lrn.threads = threads
         self.lrn = lrn
         let T = ModelConfig.towers
         c1 = config.conv1 / T; c2 = config.conv2 / T; c3 = config.conv3 / T; c4 = config.conv4 / T; c5 = config.conv5 / T
-        f6 = config.fc6 / T; f7 = config.fc7 / T
         let P = exchange.localTowers.count
         conv1 = Convolution(geometry: .init(inputHeight: 227, inputWidth: 227, kernel: 11, stride: 4, pad: 0),
                             inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true,
@@ -95,10 +122,13 @@ public final class TwoTowerAlexNet {
                             inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false,
                             threads: threads, columnBudget: columnBudget)
         pool5 = MaxPool(inputHeight: 13, inputWidth: 13, threads: threads)
-        fc6 = FullyConnected(inputs: config.fc6Inputs, partRows: Array(repeating: f6, count: P), threads: threads)
-        fc7 = FullyConnected(inputs: config.fc6, partRows: Array(repeating: f7, count: P), threads: threads)
-        fc8 = FullyConnected(inputs: config.fc7, partRows: exchange.localTowers.map {
-            ModelConfig.towerStart($0 + 1, of: config.classes) - ModelConfig.towerStart($0, of: config.classes) }, threads: threads)
+        let (slices, local) = (fcSlices, fcLocal)
+        func partRows(_ rows: Int) -> [Int] {
+            local.map { ModelConfig.sliceStart($0 + 1, of: rows, slices: slices) - ModelConfig.sliceStart($0, of: rows, slices: slices) }
+        }
+        fc6 = FullyConnected(inputs: config.fc6Inputs, partRows: partRows(config.fc6), threads: threads)
+        fc7 = FullyConnected(inputs: config.fc6, partRows: partRows(config.fc7), threads: threads)
+        fc8 = FullyConnected(inputs: config.fc7, partRows: partRows(config.classes), threads: threads)
 
         var arena: [UnsafeMutableRawPointer] = []
         var allocated = 3 * parameters.count
@@ -116,26 +146,26 @@ public final class TwoTowerAlexNet {
             allocated += n
             return p
         }
-        let N = maxBatch
+        let N = maxBatch, B = imageBlocks * maxBatch, PF = fcLocal.count
         a1 = floats(c1 * P * N * 3025); l1 = floats(c1 * P * N * 3025)
         p1 = floats(c1 * P * N * 729); idx1 = indices(c1 * P * N * 729)
         a2 = floats(c2 * P * N * 729); l2 = floats(c2 * P * N * 729)
         x3 = floats(2 * c2 * N * 169); idx2 = indices(c2 * P * N * 169)
         a3 = floats(c3 * P * N * 169); a4 = floats(c4 * P * N * 169); a5 = floats(c5 * P * N * 169)
         p5 = floats(c5 * P * N * 36); idx5 = indices(c5 * P * N * 36)
-        x6 = floats(2 * c5 * 36 * N); h6 = floats(2 * f6 * N); h7 = floats(2 * f7 * N)
-        logits = floats(config.classes * N)
-        m6 = floats(f6 * P * N); m7 = floats(f7 * P * N)
-        dlogits = floats(config.classes * N)
-        let (f6, f7, c5, c2) = (f6, f7, c5, c2)
+        let rows6 = fc6.outputs, rows7 = fc7.outputs
+        x6 = floats(config.fc6Inputs * B); h6 = floats(config.fc6 * B); h7 = floats(config.fc7 * B)
+        logits = floats(config.classes * B)
+        m6 = floats(rows6 * B); m7 = floats(rows7 * B)
+        labelsGathered = floats(B); ownLogits = floats(config.classes * N)
+        dlogits = floats(config.classes * B)
+        let (c2, fc6Inputs, fc6Rows, fc7Rows) = (c2, config.fc6Inputs, config.fc6, config.fc7)
         var p8: [UnsafeMutablePointer<Float>] = [], p7: [UnsafeMutablePointer<Float>] = []
         var p6: [UnsafeMutablePointer<Float>] = [], p3: [UnsafeMutablePointer<Float>] = []
-        for _ in 0..<P {
-            p8.append(floats(2 * f7 * N)); p7.append(floats(2 * f6 * N))
-            p6.append(floats(2 * c5 * 36 * N)); p3.append(floats(2 * c2 * N * 169))
-        }
+        for _ in 0..<PF { p8.append(floats(fc7Rows * B)); p7.append(floats(fc6Rows * B)); p6.append(floats(fc6Inputs * B)) }
+        for _ in 0..<P { p3.append(floats(2 * c2 * N * 169)) }
         partials8 = p8; partials7 = p7; partials6 = p6; partials3 = p3
-        dh7 = floats(f7 * P * N); dh6 = floats(f6 * P * N); dx6 = floats(c5 * P * 36 * N)
+        dh7 = floats(rows7 * B); dh6 = floats(rows6 * B); dx6 = floats(c5 * P * 36 * N)
         dp5 = floats(c5 * P * N * 36)
         da5 = floats(c5 * P * N * 169); da4 = floats(c4 * P * N * 169); da3 = floats(c3 * P * N * 169)
         dp2 = floats(c2 * P * N * 169); dp1 = floats(c1 * P * N * 729)
@@ -148,20 +178,26 @@ public final class TwoTowerAlexNet {
     /// Floats a model for `towers` and batches of `maxBatch` will allocate (activations, gradients, scratch and its
     /// parameter, gradient and momentum buffers), computed before allocating anything; nil if it does not fit in an Int.
     /// The same sums as `init` (a test holds them equal).
-    public static func floatsNeeded(config: ModelConfig, maxBatch N: Int, towers: Range<Int>,
+    public static func floatsNeeded(config: ModelConfig, maxBatch N: Int, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil,
                                     columnBudget: Int = Convolution.defaultColumnBudget) -> Int? {
         let T = Double(ModelConfig.towers), P = Double(towers.count), n = Double(N)
+        let B = n * Double(fullyConnectedSlice?.count ?? 1), PF = fullyConnectedSlice == nil ? P : 1
+        func localRows(_ rows: Int) -> Double {
+            Double(ParameterStore.rows(of: "fc", shape: [rows], towers: towers, fullyConnectedSlice: fullyConnectedSlice).count)
+        }
+        let fc6 = Double(config.fc6), fc7 = Double(config.fc7), fcIn = Double(config.fc6Inputs), classes = Double(config.classes)
         let c1 = Double(config.conv1) / T, c2 = Double(config.conv2) / T, c3 = Double(config.conv3) / T
-        let c4 = Double(config.conv4) / T, c5 = Double(config.conv5) / T, f6 = Double(config.fc6) / T, f7 = Double(config.fc7) / T
+        let c4 = Double(config.conv4) / T, c5 = Double(config.conv5) / T
         let plane1 = 55.0 * 55, plane2 = 27.0 * 27, plane3 = 13.0 * 13, plane5 = 6.0 * 6
         var total = 0.0
         total += 2 * c1 * P * n * plane1 + 2 * c1 * P * n * plane2                      // a1 l1, p1 idx1
         total += 2 * c2 * P * n * plane2 + 2 * c2 * n * plane3 + c2 * P * n * plane3     // a2 l2, x3, idx2
         total += (c3 + c4 + c5) * P * n * plane3 + 2 * c5 * P * n * plane5                // a3 a4 a5, p5 idx5
-        total += 2 * c5 * plane5 * n + 2 * f6 * n + 2 * f7 * n                           // x6 h6 h7
-        total += 2 * Double(config.classes) * n + (f6 + f7) * P * n                      // logits dlogits, m6 m7
-        total += P * (2 * f7 * n + 2 * f6 * n + 2 * c5 * plane5 * n + 2 * c2 * n * plane3)   // partials
-        total += (f7 + f6) * P * n + c5 * P * plane5 * n + c5 * P * n * plane5           // dh7 dh6, dx6, dp5
+        total += fcIn * B + fc6 * B + fc7 * B                                            // x6 h6 h7
+        total += 2 * classes * B + (localRows(config.fc6) + localRows(config.fc7)) * B   // logits dlogits, m6 m7
+        total += B + classes * n                                                         // gathered labels, own logits
+        total += PF * (fc7 * B + fc6 * B + fcIn * B) + P * 2 * c2 * n * plane3            // partials
+        total += (localRows(config.fc7) + localRows(config.fc6)) * B + c5 * P * plane5 * n + c5 * P * n * plane5   // dh7 dh6, dx6, dp5
         total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
         total += c1 * P * n * plane2                                                    // dp1
         // The im2col scratch (col and colGradient), as Convolution sizes it.
@@ -178,7 +214,7 @@ public final class TwoTowerAlexNet {
         total += 2 * column
         // Parameters, gradients and momentum of the local towers.
         let params = config.tensors.reduce(0.0) { sum, t in
-            let rows = Double(ModelConfig.towerStart(towers.upperBound, of: t.shape[0]) - ModelConfig.towerStart(towers.lowerBound, of: t.shape[0]))
+            let rows = Double(ParameterStore.rows(of: t.name, shape: t.shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice).count)
             return sum + rows * Double(t.shape.dropFirst().reduce(1, *))
         }
         total += 3 * params
@@ -228,33 +264,71 @@ public final class TwoTowerAlexNet {
         clock.time(.conv5, .forward) {
             conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col, relu: true)
             pool5.forward(input: a5, planes: c5 * P * N, output: p5, argmax: idx5)
-            // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image.
-            Self.flatten(p5, channels: c5 * P, batch: N, into: x6 + firstTower * c5 * 36 * N)
+            // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image. A sliced fc stack
+            // takes block r of (R, features, N) for its own images; else the local towers' rows of (features, N).
+            Self.flatten(p5, channels: c5 * P, batch: N,
+                         into: x6 + (slicesFullyConnected ? fcLocal.lowerBound * config.fc6Inputs * N : firstTower * c5 * 36 * N))
         }
-        try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * 36 * N), at: .fc6Input) }
-        try fullyConnectedForward(.fc6, layer: fc6, input: x6, output: h6, rowsPerTower: f6, mask: m6, batch: N,
-                                  training: training, seed: seed, step: step, firstSample: firstSample)
-        try clock.time(.fc7, .exchange) { try exchange.allGather(h6, offsets: evenOffsets(f6 * N), at: .fc7Input) }
-        try fullyConnectedForward(.fc7, layer: fc7, input: h6, output: h7, rowsPerTower: f7, mask: m7, batch: N,
-                                  training: training, seed: seed, step: step, firstSample: firstSample)
-        try clock.time(.fc8, .exchange) { try exchange.allGather(h7, offsets: evenOffsets(f7 * N), at: .fc8Input) }
+        let B = imageBlocks * N
+        if slicesFullyConnected {
+            try clock.time(.fc6, .exchange) {
+                try fullyConnectedExchange.allGather(x6, offsets: blockOffsets(config.fc6Inputs * N), at: .fc6Input)
+            }
+        } else {
+            try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * 36 * N), at: .fc6Input) }
+        }
+        // Dropout masks follow (seed, step, layer, neuron, image of the global batch): the fc columns start at image 0
+        // of the global batch when they hold every rank's images.
+        let fcFirstSample = slicesFullyConnected ? 0 : firstSample
+        try fullyConnectedForward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: imageBlocks, output: h6, mask: m6,
+                                  training: training, seed: seed, step: step, firstSample: fcFirstSample)
+        try clock.time(.fc7, .exchange) {
+            try fullyConnectedExchange.allGather(h6, offsets: sliceOffsets(config.fc6, columns: B), at: .fc7Input)
+        }
+        try fullyConnectedForward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: 1, output: h7, mask: m7,
+                                  training: training, seed: seed, step: step, firstSample: fcFirstSample)
+        try clock.time(.fc8, .exchange) {
+            try fullyConnectedExchange.allGather(h7, offsets: sliceOffsets(config.fc7, columns: B), at: .fc8Input)
+        }
         clock.time(.fc8, .forward) {
-            let first = ModelConfig.towerStart(firstTower, of: config.classes)
-            fc8.forward(input: h7, batch: N, weight: w("fc8.weight"), bias: w("fc8.bias"), output: logits + first * N)
+            let first = fcFirstRow(config.classes)
+            fc8.forward(input: h7, batch: B, weight: w("fc8.weight"), bias: w("fc8.bias"), output: logits + first * B)
         }
-        try clock.time(.loss, .exchange) { try exchange.allGather(logits, offsets: logitOffsets(batch: N), at: .logits) }
+        try clock.time(.loss, .exchange) {
+            try fullyConnectedExchange.allGather(logits, offsets: sliceOffsets(config.classes, columns: B), at: .logits)
+        }
         return logits
     }
 
-    private func fullyConnectedForward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>,
-                                       output: UnsafeMutablePointer<Float>, rowsPerTower: Int, mask: UnsafeMutablePointer<Float>,
-                                       batch N: Int, training: Bool, seed: UInt64, step: Int, firstSample: Int) throws {
+    /// The logits (classes, N) of this model's own N images from the last forward pass.
+    public func imageLogits(batch N: Int) -> UnsafeMutablePointer<Float> {
+        guard slicesFullyConnected else { return logits }
+        let B = imageBlocks * N, first = fcLocal.lowerBound * N
+        for c in 0..<config.classes { (ownLogits + c * N).update(from: logits + c * B + first, count: N) }
+        return ownLogits
+    }
+
+    /// First row of the local fc parts among `rows`, and the offsets of every part's rows × `columns`.
+    func fcFirstRow(_ rows: Int) -> Int { ModelConfig.sliceStart(fcLocal.lowerBound, of: rows, slices: fcSlices) }
+    func sliceOffsets(_ rows: Int, columns: Int) -> [Int] {
+        (0...fcSlices).map { ModelConfig.sliceStart($0, of: rows, slices: fcSlices) * columns }
+    }
+    /// Offsets of the image blocks of a block-major buffer of `perBlock` floats a block.
+    func blockOffsets(_ perBlock: Int) -> [Int] { (0...imageBlocks).map { $0 * perBlock } }
+
+    /// `input` is (features, inputBatch) when `blocks` is 1, else block-major (blocks, features, inputBatch); the
+    /// output's local rows are (rows, blocks·inputBatch).
+    private func fullyConnectedForward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>, inputBatch: Int,
+                                       blocks: Int, output: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>,
+                                       training: Bool, seed: UInt64, step: Int, firstSample: Int) throws {
         clock.time(stage, .forward) {
-            let name = stage.name, first = firstTower * rowsPerTower
-            let out = output + first * N, count = rowsPerTower * parts * N
-            layer.forward(input: input, batch: N, weight: w(name + ".weight"), bias: w(name + ".bias"), output: out, relu: true)
+            let name = stage.name, columns = blocks * inputBatch
+            let first = fcFirstRow(stage == .fc6 ? config.fc6 : config.fc7)
+            let out = output + first * columns, count = layer.outputs * columns
+            layer.forward(input: input, batch: inputBatch, blocks: blocks, weight: w(name + ".weight"), bias: w(name + ".bias"),
+                          output: out, relu: true)
             if training && config.dropout > 0 {
-                Dropout(probability: config.dropout).makeMask(rows: rowsPerTower * parts, batch: N, firstUnit: first,
+                Dropout(probability: config.dropout).makeMask(rows: layer.outputs, batch: columns, firstUnit: first,
                                                               firstSample: firstSample, seed: seed, step: step,
                                                               layer: stage.rawValue, mask: mask, threads: threads)
                 Dropout.apply(mask: mask, to: out, count: count, threads: threads)
@@ -284,10 +358,24 @@ public final class TwoTowerAlexNet {
 
     /// Softmax cross-entropy of the gathered logits; returns the summed loss of these N images and fills dlogits,
     /// scaled by 1/normaliser (the global batch).
-    public func loss(labels: [Int32], batch N: Int, normaliser: Int) -> Double {
-        clock.time(.loss, .forward) {
-            SoftmaxCrossEntropy.forwardBackward(logits: logits, classes: config.classes, batch: N, labels: labels,
-                                                normaliser: normaliser, logitsGradient: dlogits)
+    /// A sliced fc stack gathers every rank's labels, computes the gradient of the whole batch's logits, and returns
+    /// the loss of its own images (the ranks' sum is the batch's).
+    public func loss(labels: [Int32], batch N: Int, normaliser: Int) throws -> Double {
+        guard slicesFullyConnected else {
+            return clock.time(.loss, .forward) {
+                SoftmaxCrossEntropy.forwardBackward(logits: logits, classes: config.classes, batch: N, labels: labels,
+                                                    normaliser: normaliser, logitsGradient: dlogits)
+            }
+        }
+        let first = fcLocal.lowerBound * N, B = imageBlocks * N
+        for i in 0..<N { labelsGathered[first + i] = Float(labels[i]) }   // exact: classes ≤ 2^24
+        try clock.time(.loss, .exchange) {
+            try fullyConnectedExchange.allGather(labelsGathered, offsets: blockOffsets(N), at: .imageLabels)
+        }
+        let all = (0..<B).map { Int32(labelsGathered[$0]) }
+        return clock.time(.loss, .forward) {
+            SoftmaxCrossEntropy.forwardBackward(logits: logits, classes: config.classes, batch: B, labels: all,
+                                                normaliser: normaliser, logitsGradient: dlogits, lossOf: first..<(first + N))
         }
     }
 
@@ -295,26 +383,34 @@ public final class TwoTowerAlexNet {
     public func backward(input x: UnsafePointer<Float>, batch N: Int, training: Bool) throws {
         let P = parts
         // fc8: own classes' rows of dlogits.
+        let B = imageBlocks * N
         clock.time(.fc8, .backward) {
-            let first = ModelConfig.towerStart(firstTower, of: config.classes)
-            fc8.backward(input: h7, batch: N, weight: w("fc8.weight"), outputGradient: dlogits + first * N,
+            let first = fcFirstRow(config.classes)
+            fc8.backward(input: h7, batch: B, weight: w("fc8.weight"), outputGradient: dlogits + first * B,
                          weightGradient: g("fc8.weight"), biasGradient: g("fc8.bias"), inputGradients: partials8)
         }
         announce("fc8")
         try clock.time(.fc8, .exchange) {
-            try exchange.reduceScatter(partials: partials8, offsets: evenOffsets(f7 * N), into: dh7, at: .fc8InputGradient)
+            try fullyConnectedExchange.reduceScatter(partials: partials8, offsets: sliceOffsets(config.fc7, columns: B), into: dh7,
+                                                     at: .fc8InputGradient)
         }
-        try fullyConnectedBackward(.fc7, layer: fc7, input: h6, output: h7, outputGradient: dh7, rowsPerTower: f7, mask: m7,
-                                   batch: N, training: training, inputGradients: partials7)
+        try fullyConnectedBackward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: 1, output: h7, outputGradient: dh7,
+                                   mask: m7, training: training, inputGradients: partials7)
         announce("fc7")
         try clock.time(.fc7, .exchange) {
-            try exchange.reduceScatter(partials: partials7, offsets: evenOffsets(f6 * N), into: dh6, at: .fc7InputGradient)
+            try fullyConnectedExchange.reduceScatter(partials: partials7, offsets: sliceOffsets(config.fc6, columns: B), into: dh6,
+                                                     at: .fc7InputGradient)
         }
-        try fullyConnectedBackward(.fc6, layer: fc6, input: x6, output: h6, outputGradient: dh6, rowsPerTower: f6, mask: m6,
-                                   batch: N, training: training, inputGradients: partials6)
+        try fullyConnectedBackward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: imageBlocks, output: h6, outputGradient: dh6,
+                                   mask: m6, training: training, inputGradients: partials6)
         announce("fc6")
         try clock.time(.fc6, .exchange) {
-            try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
+            if slicesFullyConnected {   // every rank's image block back to it, summed over the slices
+                try fullyConnectedExchange.reduceScatter(partials: partials6, offsets: blockOffsets(config.fc6Inputs * N), into: dx6,
+                                                         at: .fc6InputGradient)
+            } else {
+                try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
+            }
         }
         clock.time(.conv5, .backward) {
             Self.unflatten(dx6, channels: c5 * P, batch: N, into: dp5)
@@ -368,16 +464,16 @@ public final class TwoTowerAlexNet {
         ready(w.offset..<(b.offset + b.count))
     }
 
-    private func fullyConnectedBackward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>,
-                                        output: UnsafeMutablePointer<Float>, outputGradient dY: UnsafeMutablePointer<Float>,
-                                        rowsPerTower: Int, mask: UnsafePointer<Float>, batch N: Int, training: Bool,
-                                        inputGradients: [UnsafeMutablePointer<Float>]) throws {
+    private func fullyConnectedBackward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>, inputBatch: Int,
+                                        blocks: Int, output: UnsafeMutablePointer<Float>, outputGradient dY: UnsafeMutablePointer<Float>,
+                                        mask: UnsafePointer<Float>, training: Bool, inputGradients: [UnsafeMutablePointer<Float>]) throws {
         clock.time(stage, .backward) {
-            let name = stage.name, count = rowsPerTower * parts * N
+            let name = stage.name, columns = blocks * inputBatch, count = layer.outputs * columns
+            let first = fcFirstRow(stage == .fc6 ? config.fc6 : config.fc7)
             if training && config.dropout > 0 { Dropout.apply(mask: mask, to: dY, count: count, threads: threads) }
             // After dropout the stored output is positive exactly where ReLU passed and the unit was kept.
-            ReLU.backward(output: output + firstTower * rowsPerTower * N, gradient: dY, count: count, threads: threads)
-            layer.backward(input: input, batch: N, weight: w(name + ".weight"), outputGradient: dY,
+            ReLU.backward(output: output + first * columns, gradient: dY, count: count, threads: threads)
+            layer.backward(input: input, batch: inputBatch, blocks: blocks, weight: w(name + ".weight"), outputGradient: dY,
                            weightGradient: g(name + ".weight"), biasGradient: g(name + ".bias"), inputGradients: inputGradients)
         }
     }

@@ -34,18 +34,20 @@ public final class Replica {
         }
     }
 
-    /// A replica around an exchange whose partner towers live elsewhere (another rank).
-    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, threads: Int = 1,
-                columnBudget: Int = Convolution.defaultColumnBudget) {
+    /// A replica around an exchange whose partner towers live elsewhere (another rank), or (conv-data/fc-model) both
+    /// towers' convolutions with a slice of fc6–fc8 served by `fullyConnectedExchange`.
+    public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, fullyConnectedExchange: TowerExchange? = nil,
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
         self.config = config
-        models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange, threads: threads, columnBudget: columnBudget)]
+        models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange, fullyConnectedExchange: fullyConnectedExchange,
+                                  threads: threads, columnBudget: columnBudget)]
         threadExchanges = []
     }
 
     public var stores: [ParameterStore] { models.map(\.parameters) }
     /// Timings of the first model (tower 0 when threaded).
     public var clock: PhaseClock { models[0].clock }
-    public var holdsWholeModel: Bool { Set(models.flatMap { Array($0.towers) }) == Set(0..<ModelConfig.towers) }
+    public var holdsWholeModel: Bool { ParameterStore.coverWholeModel(stores) }
 
     /// Runs body(model) for every model, concurrently when there are two; a failure on one releases the other.
     /// Returns the models' results in order.
@@ -85,7 +87,7 @@ public final class Replica {
         try onEveryModel { m in
             m.exchange.beginStep(step)
             try m.forward(input: input, batch: batch, training: true, seed: seed, step: step, firstSample: firstSample)
-            let loss = m.loss(labels: labels, batch: batch, normaliser: normaliser)
+            let loss = try m.loss(labels: labels, batch: batch, normaliser: normaliser)
             try m.backward(input: input, batch: batch, training: true)
             return loss
         }[0]   // every model computes the loss of the gathered logits
@@ -105,7 +107,7 @@ public final class Replica {
     /// Logits (classes, N) of an evaluation pass (no dropout).
     public func evaluate(input: UnsafePointer<Float>, batch: Int) throws -> UnsafeMutablePointer<Float> {
         _ = try onEveryModel { m in try m.forward(input: input, batch: batch, training: false) }
-        return models[0].logits
+        return models[0].imageLogits(batch: batch)
     }
 
     /// Every parameter (or momentum) of the whole model, layer-major in checkpoint order: the same numbers whatever
@@ -113,12 +115,8 @@ public final class Replica {
     public func wholeModel(momentum: Bool = false) -> [Float] {
         precondition(holdsWholeModel)
         var out: [Float] = []
-        let sorted = stores.sorted { $0.towers.lowerBound < $1.towers.lowerBound }
-        for index in sorted[0].tensors.indices {
-            for s in sorted {
-                let t = s.tensors[index]
-                out.append(contentsOf: UnsafeBufferPointer(start: (momentum ? s.momentum : s.values) + t.offset, count: t.count))
-            }
+        for index in stores[0].tensors.indices {
+            out += ParameterStore.assemble(stores, tensor: index, momentum ? \.momentum : \.values)!
         }
         return out
     }

@@ -126,11 +126,12 @@ public enum MemoryBudget {
     /// Bytes of one process: the models it holds (activations, gradients, scratch), its parameter buffers and its
     /// `inputs` input buffers (2 when the next batch is assembled ahead: BatchPrefetcher).
     public static func bytes(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout?, localTowers: Range<Int>,
-                             inputs: Int = 1) -> Int? {
+                             fullyConnectedSlice: NeuronSlice? = nil, inputs: Int = 1) -> Int? {
         let models: [Range<Int>] = layout == .threadedTowers ? [0..<1, 1..<2] : [localTowers]
         var total = 0
         for towers in models {
-            guard let floats = TwoTowerAlexNet.floatsNeeded(config: config, maxBatch: maxBatch, towers: towers) else { return nil }
+            guard let floats = TwoTowerAlexNet.floatsNeeded(config: config, maxBatch: maxBatch, towers: towers,
+                                                            fullyConnectedSlice: fullyConnectedSlice) else { return nil }
             let (b, o) = floats.multipliedReportingOverflow(by: 4)
             if o { return nil }
             let (t, o2) = total.addingReportingOverflow(b)

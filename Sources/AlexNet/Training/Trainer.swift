@@ -59,17 +59,12 @@ public final class Trainer {
     public let data: DataSplits
     public let replica: Replica
     public let assembler: BatchAssembler
-    public var log: (String) -> Void = { print($0); fflush(nil) }
-    /// Writes the whole model; the default asks the replica (which must hold both towers). Model parallelism
-    /// replaces it with a gather to rank 0.
-    public var writeCheckpoint: ((String, TrainingState) throws -> Void)? = nil
-    /// Called once after the last training step, before saving and evaluation (e.g. to read exchange counters).
-    public var trainingFinished: (() -> Void)? = nil
+    /// What the layout does around each step (gradient sums, agreement, checkpoints); one process by default.
+    public let coordination: RankCoordination
+    /// Prints progress (on the rank that prints; a no-op elsewhere).
+    public var log: (String) -> Void
     /// Whether this process writes files (rank 0 does; its partner only helps).
     public var writesFiles: Bool { settings.writesFiles }
-    /// Agrees across ranks, after every step, on non-finite values and stop requests (one small collective under
-    /// MPI; in one process what it saw is what is agreed).
-    public var agreeOnStep: (StepReport) throws -> StepAgreement = { StepAgreement.local($0) }
     /// Whether this process has been asked to stop (SIGTERM, SIGINT).
     public var stopRequested: () -> Bool = { GracefulStop.requested }
     /// Called before each step with the step number (failure injection in tests).
@@ -80,11 +75,7 @@ public final class Trainer {
     /// Seconds the background thread spent assembling batches ahead of their step, and how many images it did, in
     /// the last run() (zero without prefetch).
     public private(set) var assembledAhead: (seconds: Double, images: Int) = (0, 0)
-    /// Data parallelism: sums the replicas' gradients after backward (before the update).
-    public var synchroniseGradients: (() throws -> Void)? = nil
-    /// Data parallelism: sums a number over the replicas (losses, evaluation hits).
-    public var sumOverReplicas: (Double) throws -> Double = { $0 }
-    /// Called after each update with the step number (e.g. to compare weights across replicas).
+    /// Called after each update with the step number (tests).
     public var afterUpdate: ((Int) throws -> Void)? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
@@ -96,8 +87,10 @@ public final class Trainer {
     /// The loss log, opened before the first step (nil on ranks that do not write files).
     var lossFile: FileHandle? = nil
 
-    /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model).
-    public init(settings: TrainingSettings, data: DataSplits, replica: Replica? = nil) throws {
+    /// `replica` defaults to one built from `settings.layout` (a process that holds the whole model), `coordination`
+    /// to one process's.
+    public init(settings: TrainingSettings, data: DataSplits, replica: Replica? = nil,
+                coordination: ((Replica) -> RankCoordination)? = nil) throws {
         guard settings.batch <= data.train.count else {
             throw AlexNetError("--batch \(settings.batch) is larger than the training set (\(data.train.count) images in \(data.train.name)); use --batch \(data.train.count) or less")
         }
@@ -106,8 +99,12 @@ public final class Trainer {
         guard settings.batch % settings.shard.count == 0 else {
             throw AlexNetError("--batch \(settings.batch) does not split evenly over \(settings.shard.count) replicas; use a multiple of \(settings.shard.count)")
         }
-        self.replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout,
-                                          threads: settings.threadsPerModel)
+        let replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout,
+                                         threads: settings.threadsPerModel)
+        self.replica = replica
+        let coordination = coordination?(replica) ?? OneProcess(replica: replica)
+        self.coordination = coordination
+        log = coordination.prints ? { print($0); fflush(nil) } : { _ in }
         // Weights first: a bad file is reported before the pass over the data.
         if let path = settings.initFrom { _ = try self.replica.load(path) }
         if let path = settings.resume {
@@ -200,11 +197,12 @@ public final class Trainer {
         let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
         let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
                                                      seed: settings.seed, step: step, firstSample: first)
-        try synchroniseGradients?()
-        let loss = try sumOverReplicas(localLoss) / Double(b)
+        try replica.clock.time(.update, .exchange) { try coordination.synchroniseGradients() }
+        let loss = try coordination.sumOverShares(localLoss) / Double(b)
         guard loss.isFinite else { return (loss, .nan) }
         let weightSum = try replica.update(learningRate: settings.learningRate, momentum: settings.momentum,
                                            weightDecay: settings.weightDecay)
+        try coordination.afterUpdate(step: step, lastStep: settings.steps - 1)
         try afterUpdate?(step)
         return (loss, weightSum)
     }
@@ -225,25 +223,34 @@ public final class Trainer {
     /// taking its share.
     public func evaluate(limit: Int? = nil) throws -> (top1: Double, top5: Double) {
         let set = data.heldOut, total = min(set.count, limit ?? set.count)
-        let lo = total * settings.shard.index / settings.shard.count, hi = total * (settings.shard.index + 1) / settings.shard.count
-        var hits1 = 0, hits5 = 0, done = lo
+        let (index, count) = settings.shard
+        // A sliced fc stack computes every rank's images together: each rank then passes the same number of batches
+        // of the same size, its share padded with repeats of the last image, which are not counted.
+        let equalPasses = replica.models[0].slicesFullyConnected
+        let share = equalPasses ? (total + count - 1) / count : 0
+        let lo = equalPasses ? min(total, index * share) : total * index / count
+        let hi = equalPasses ? min(total, lo + share) : total * (index + 1) / count
+        let passesOver = equalPasses ? share : hi - lo
+        var hits1 = 0, hits5 = 0, done = 0
         let classes = settings.model.classes
         // Ten views (corners, centre, mirrored) average their softmax; tensors are already 227 × 227: one view.
         let views: [BatchAssembler.View?] = settings.tenCrop && set.storage != .tensors ? BatchAssembler.View.ten : [nil]
         var scores = [Float](repeating: 0, count: classes * settings.localBatch)
-        while done < hi {
-            let n = min(settings.localBatch, hi - done)
+        while done < passesOver {
+            let n = min(settings.localBatch, passesOver - done)
+            let indices = (0..<n).map { min(lo + done + $0, total - 1) }
+            let counted = max(0, min(n, hi - (lo + done)))
             var labels: [Int32] = []
             scores.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
             for view in views {
-                labels = assembler.assemble(set, indices: Array(done..<(done + n)), epoch: 0, augment: false, view: view, into: input)
+                labels = assembler.assemble(set, indices: indices, epoch: 0, augment: false, view: view, into: input)
                 let logits = try replica.evaluate(input: input, batch: n)
                 scores.withUnsafeMutableBufferPointer {
                     SoftmaxCrossEntropy.addProbabilities(logits: logits, classes: classes, batch: n, to: $0.baseAddress!)
                 }
             }
             scores.withUnsafeBufferPointer { p in
-                for i in 0..<n {
+                for i in 0..<counted {
                     let label = Int(labels[i])
                     if SoftmaxCrossEntropy.inTopK(logits: p.baseAddress!, classes: classes, batch: n, image: i, label: label, k: 1) { hits1 += 1 }
                     if SoftmaxCrossEntropy.inTopK(logits: p.baseAddress!, classes: classes, batch: n, image: i, label: label, k: 5) { hits5 += 1 }
@@ -251,7 +258,7 @@ public final class Trainer {
             }
             done += n
         }
-        return (try sumOverReplicas(Double(hits1)) / Double(total), try sumOverReplicas(Double(hits5)) / Double(total))
+        return (try coordination.sumOverShares(Double(hits1)) / Double(total), try coordination.sumOverShares(Double(hits5)) / Double(total))
     }
 
     public func run() throws -> TrainingSummary {
@@ -284,7 +291,7 @@ public final class Trainer {
                 (loss, weightSum) = try trainStep(step, cache: &cache)
             }
             let mine = report(loss: loss, weightSum: weightSum)
-            let agreed = try agreeOnStep(mine)
+            let agreed = try coordination.agree(mine)
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
@@ -333,7 +340,7 @@ public final class Trainer {
                    1e3 * data / n, ahead, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
                    1e3 * c.total(.exchange) / n, 1e3 * update / n))
         summary.imagesPerSecond = Double((stepsDone - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
-        trainingFinished?()
+        coordination.trainingFinished()
         let tail = summary.losses.suffix(max(1, min(20, summary.losses.count)))
         summary.trainLoss = tail.reduce(0, +) / Double(max(1, tail.count))
         if let path = settings.save {
@@ -348,7 +355,7 @@ public final class Trainer {
     public func saveCheckpoint(_ path: String, step: Int) throws {
         var state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
         state.dataset = settings.dataset.isEmpty ? nil : settings.dataset
-        if let write = writeCheckpoint { try write(path, state) } else { try replica.save(path, state: state) }
+        try coordination.saveCheckpoint(path, state: state)
         lastSavedStep = step
     }
 

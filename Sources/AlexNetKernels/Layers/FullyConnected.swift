@@ -16,28 +16,40 @@ public struct FullyConnected: Sendable {
     public var outputs: Int { partRows.reduce(0, +) }
     public var weightCount: Int { outputs * inputs }
 
-    /// output (outputs, N) = W (outputs, Fin) · input (Fin, N) + bias, then ReLU if `relu`.
-    public func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                        output: UnsafeMutablePointer<Float>, relu: Bool = false) {
-        Blas.sgemm(m: outputs, n: batch, k: inputs, a: weight, lda: inputs, b: input, ldb: batch, c: output, ldc: batch)
-        addBias(bias, to: output, rows: outputs, rowLength: batch, relu: relu, threads: threads)
+    /// output (outputs, blocks·N) = W (outputs, Fin) · input + bias, then ReLU if `relu`. The input is (Fin, N) when
+    /// `blocks` is 1, else block-major (blocks, Fin, N): the images of `blocks` ranks gathered one block each (the
+    /// conv-data/fc-model layout), block k's images landing in output columns [k·N, (k+1)·N).
+    public func forward(input: UnsafePointer<Float>, batch: Int, blocks: Int = 1, weight: UnsafePointer<Float>,
+                        bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, relu: Bool = false) {
+        for k in 0..<blocks {
+            Blas.sgemm(m: outputs, n: batch, k: inputs, a: weight, lda: inputs, b: input + k * inputs * batch, ldb: batch,
+                       c: output + k * batch, ldc: blocks * batch)
+        }
+        addBias(bias, to: output, rows: outputs, rowLength: blocks * batch, relu: relu, threads: threads)
     }
 
-    /// dW = dY · Xᵀ, db = Σ dY (both overwritten); inputGradients[p] (Fin, N) = W_pᵀ · dY_p when asked.
-    public func backward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>,
+    /// dW = dY · Xᵀ, db = Σ dY (both overwritten); inputGradients[p] = W_pᵀ · dY_p when asked, laid out as the input
+    /// (block-major (blocks, Fin, N) when `blocks` > 1). dY is (outputs, blocks·N).
+    public func backward(input: UnsafePointer<Float>, batch: Int, blocks: Int = 1, weight: UnsafePointer<Float>,
                          outputGradient: UnsafePointer<Float>,
                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                          inputGradients: [UnsafeMutablePointer<Float>]?) {
-        Blas.sgemm(transB: true, m: outputs, n: inputs, k: batch, a: outputGradient, lda: batch, b: input, ldb: batch,
-                   c: weightGradient, ldc: inputs)
-        sumRows(outputGradient, rows: outputs, rowLength: batch, into: biasGradient, threads: threads)
+        let columns = blocks * batch
+        for k in 0..<blocks {
+            Blas.sgemm(transB: true, m: outputs, n: inputs, k: batch, a: outputGradient + k * batch, lda: columns,
+                       b: input + k * inputs * batch, ldb: batch, beta: k == 0 ? 0 : 1, c: weightGradient, ldc: inputs)
+        }
+        sumRows(outputGradient, rows: outputs, rowLength: columns, into: biasGradient, threads: threads)
         if let grads = inputGradients {
             precondition(grads.count == parts)
             var first = 0
             for p in 0..<parts {
-                Blas.sgemm(transA: true, m: inputs, n: batch, k: partRows[p],
-                           a: weight + first * inputs, lda: inputs,
-                           b: outputGradient + first * batch, ldb: batch, c: grads[p], ldc: batch)
+                for k in 0..<blocks {
+                    Blas.sgemm(transA: true, m: inputs, n: batch, k: partRows[p],
+                               a: weight + first * inputs, lda: inputs,
+                               b: outputGradient + first * columns + k * batch, ldb: columns,
+                               c: grads[p] + k * inputs * batch, ldc: batch)
+                }
                 first += partRows[p]
             }
         }

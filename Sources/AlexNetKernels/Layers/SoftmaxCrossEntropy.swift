@@ -1,18 +1,21 @@
 // Softmax over all classes and cross-entropy against integer labels, on logits laid out (classes, N).
 
 public enum SoftmaxCrossEntropy {
-    /// Returns the summed loss over the N images; writes dlogits = (softmax − onehot) / normaliser.
-    /// `normaliser` is the global batch size, so the loss and gradients are means over every rank's images.
+    /// Returns the summed loss over the N images (or over the images `lossOf` when given); writes
+    /// dlogits = (softmax − onehot) / normaliser for all N. `normaliser` is the global batch size, so the loss and
+    /// gradients are means over every rank's images.
     public static func forwardBackward(logits: UnsafePointer<Float>, classes: Int, batch: Int, labels: [Int32],
-                                       normaliser: Int, logitsGradient: UnsafeMutablePointer<Float>?) -> Double {
+                                       normaliser: Int, logitsGradient: UnsafeMutablePointer<Float>?,
+                                       lossOf counted: Range<Int>? = nil) -> Double {
         var total: Double = 0
+        let counted = counted ?? 0..<batch
         for n in 0..<batch {
             var m = -Float.infinity
             for c in 0..<classes { m = max(m, logits[c * batch + n]) }
             var sum: Double = 0
             for c in 0..<classes { sum += Double(expf(logits[c * batch + n] - m)) }
             let label = Int(labels[n])
-            total += (sum.logValue) - Double(logits[label * batch + n] - m)
+            if counted.contains(n) { total += (sum.logValue) - Double(logits[label * batch + n] - m) }
             if let g = logitsGradient {
                 let inv = 1 / (Float(sum) * Float(normaliser))
                 for c in 0..<classes {

@@ -1,0 +1,37 @@
+// What a rank's layout does around each training step, besides the exchanges inside the model: the gradient sum over
+// replicas, sums of numbers over the ranks' shares of a batch, the replicas' weight check, the end-of-step agreement
+// and whole-model checkpoints. One protocol, so the trainer never knows which layout it runs in: `OneProcess` here,
+// the MPI layouts in module AlexNetMPI (LayoutAssembly).
+
+public protocol RankCoordination: AnyObject {
+    /// After backward, before the update: sums the replicated parameters' gradients over the replicas.
+    func synchroniseGradients() throws
+    /// Sum of a number over the ranks' shares of a batch (losses, evaluation hits); each share counted once.
+    func sumOverShares(_ value: Double) throws -> Double
+    /// After each update (e.g. a periodic comparison of the replicas' weights).
+    func afterUpdate(step: Int, lastStep: Int) throws
+    /// After each step: what every rank saw (non-finite values, stop requests), agreed over the job.
+    func agree(_ report: StepReport) throws -> StepAgreement
+    /// Writes the whole model to `path`, whichever ranks hold its parts (every rank calls it).
+    func saveCheckpoint(_ path: String, state: TrainingState) throws
+    /// Once after the last training step, before saving and evaluation (e.g. to read communication counters).
+    func trainingFinished()
+    /// Whether this rank prints progress (rank 0 does).
+    var prints: Bool { get }
+}
+
+public extension RankCoordination {
+    func trainingFinished() {}
+}
+
+/// One process holding the whole model: nothing to synchronise.
+public final class OneProcess: RankCoordination {
+    let replica: Replica
+    public init(replica: Replica) { self.replica = replica }
+    public func synchroniseGradients() throws {}
+    public func sumOverShares(_ value: Double) throws -> Double { value }
+    public func afterUpdate(step: Int, lastStep: Int) throws {}
+    public func agree(_ report: StepReport) throws -> StepAgreement { StepAgreement.local(report) }
+    public func saveCheckpoint(_ path: String, state: TrainingState) throws { try replica.save(path, state: state) }
+    public var prints: Bool { true }
+}

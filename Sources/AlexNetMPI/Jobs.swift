@@ -1,0 +1,197 @@
+// The two jobs the command line runs, in any layout: training (`train`) and the step benchmark (`bench`). Each takes
+// its settings, builds the rank's part through LayoutAssembly, and prints on rank 0.
+import AlexNet
+import Foundation
+
+/// Failure injection for the robustness tests (hidden options).
+public struct FailureInjection: Sendable {
+    public var rank: Int, step: Int, kind: String
+    public init(rank: Int, step: Int, kind: String) { self.rank = rank; self.step = step; self.kind = kind }
+}
+
+public struct TrainingJob {
+    public var settings = TrainingSettings()
+    public var mode: ParallelMode? = nil
+    public var dataDirectory: String? = nil
+    public var classes: Int? = nil
+    /// Threads of the process; the replica layout and the threads a model's loops use (from ThreadPlan).
+    public var threads = 1
+    public var checkWeightsEvery = 50
+    /// Every option as (name, value), compared over the ranks before any work.
+    public var options: [(String, String)] = []
+    public var epochs: Int? = nil
+    public var failure: FailureInjection? = nil
+    public var perturb: (rank: Int, step: Int)? = nil
+    public init() {}
+
+    public func run(world: MPICommunicator?) throws {
+        let rank = world?.rank ?? 0, size = world?.size ?? 1
+        let say: (String) -> Void = { if rank == 0 { print($0); fflush(nil) } }
+        let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
+        let plan = ThreadPlan(threads: threads, holdsBothTowersInOneProcess: layout.mode == .single)
+        let splits: DataSplits
+        if let directory = dataDirectory {
+            splits = try NumpyDataset.splits(directory: directory, classes: classes)
+        } else {
+            splits = EmbeddedShapes.splits(seed: settings.seed)
+            if let c = classes, c < splits.classes {
+                throw AlexNetError("--classes \(c) is fewer than the embedded dataset's \(splits.classes) classes")
+            }
+        }
+        var s = settings
+        s.model.classes = classes ?? splits.classes
+        s.dataset = DatasetFingerprint.of(splits, directory: dataDirectory)
+        s.rank = rank
+        s.writesFiles = rank == 0
+        s.layout = plan.replicaLayout
+        s.dataThreads = plan.threads
+        s.threadsPerModel = plan.threadsPerModel
+        if let e = epochs { s.steps = e * (splits.train.count / s.batch) }
+        if let world, layout.ranks > 1 {
+            var fields = options + [("ranks", "\(size)"), ("layout", layout.mode.rawValue), ("dataset", s.dataset),
+                                    ("training images", "\(splits.train.count)"), ("steps", "\(s.steps)")]
+            for (name, shape) in s.model.tensors { fields.append((name, shape.map(String.init).joined(separator: "×"))) }
+            try refusedBeforeWork { try SettingsHandshake.check(fields, on: world) }   // every rank sees the same difference
+        }
+        try refusedBeforeWork { try layout.checkBatch(s.batch) }
+        try MemoryCheck.refuseIfTooLarge(config: s.model, layout: layout, rank: rank, batch: s.batch, replicaLayout: plan.replicaLayout,
+                                         inputs: s.prefetch ? 2 : 1, say: say)
+        say("BLAS: " + BlasKernels.report)
+        GracefulStop.install()
+        let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
+                                          threadsPerModel: plan.threadsPerModel, checkWeightsEvery: checkWeightsEvery)
+        s.shard = assembly.shard
+        if let p = perturb, p.rank == rank { assembly.perturbAfterStep = p.step }
+        for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi train: " + line) }
+        say("data: \(splits.description)")
+        say(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers, ranks: layout.ranksPerReplica == 2, batch: s.localBatch))
+        let trainer = try Trainer(settings: s, data: splits, replica: assembly.replica, coordination: { _ in assembly })
+        try assembly.startTraining()
+        if let f = failure, f.rank == rank { inject(f, into: trainer) }
+        say(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, init %@, augmentation %@",
+                   s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay, s.model.dropout, s.seed, s.initialisation.rawValue,
+                   s.augment ? "on" : "off"))
+        if let path = s.initFrom { say("weights from \(path)") }
+        if let path = s.resume {
+            say("resuming \(path) at step \(trainer.firstStep)"
+                + (trainer.resumeChanges.isEmpty ? "" : "; changed: " + trainer.resumeChanges.joined(separator: "; ")))
+        }
+        assembly.resetCounters()
+        let r = try trainer.run()
+        if let stopped = r.stoppedAtStep {
+            say(String(format: "stopped at step %d of %d after %.1f s (asked to stop)%@", stopped, s.steps, r.seconds,
+                       s.save.map { "; saved \($0): continue with --resume \($0)" } ?? "; nothing saved (no --save)"))
+            return
+        }
+        let report = try assembly.communicationReport(steps: s.steps - trainer.firstStep, seconds: r.seconds)
+        for line in report.lines { say(line) }
+        say(String(format: "done: %d steps in %.1f s, %.1f images/s; train loss %.4f; %@ top-1 %.2f%%, top-5 %.2f%%",
+                   s.steps - trainer.firstStep, r.seconds, r.imagesPerSecond, r.trainLoss,
+                   (splits.heldOutIsTrainingSet ? "training-set" : "held-out") + (s.tenCrop ? " 10-crop" : ""), 100 * r.top1, 100 * r.top5)
+            + (r.resumeChanges.isEmpty ? "" : "; resumed with changes: " + r.resumeChanges.joined(separator: "; ")))
+    }
+
+    func inject(_ f: FailureInjection, into trainer: Trainer) {
+        let kind = f.kind, at = f.step
+        if kind == "assemble" {   // thrown where the batch of that step is assembled (the background thread)
+            trainer.beforeAssembling = { step in
+                if step == at { throw AlexNetError("injected failure assembling the batch of step \(step) (--debug-fail-rank)") }
+            }
+        }
+        trainer.beforeStep = { step in
+            guard step == at else { return }
+            switch kind {
+            case "kill": kill(getpid(), SIGKILL)
+            case "exit": Foundation.exit(3)
+            case "assemble": break
+            default: throw AlexNetError("injected failure at step \(step) (--debug-fail-rank)")
+            }
+        }
+    }
+}
+
+public struct BenchmarkJob {
+    public var settings = BenchmarkSettings()
+    public var mode: ParallelMode? = nil
+    public var options: [(String, String)] = []
+    /// Measures sgemm with the best kernels the CPU supports when this process runs lower ones.
+    public var bestKernelGflops: (Int) -> Double? = { _ in nil }
+    public init() {}
+
+    public func run(world: MPICommunicator?) throws {
+        let rank = world?.rank ?? 0, size = world?.size ?? 1
+        let say: (String) -> Void = { if rank == 0 { print($0); fflush(nil) } }
+        let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
+        var s = settings
+        let plan = ThreadPlan(threads: s.threads, holdsBothTowersInOneProcess: layout.mode == .single)
+        (s.layout, s.threadsPerModel, s.ranks) = (plan.replicaLayout, plan.threadsPerModel, size)
+        if let world, size > 1 {
+            try refusedBeforeWork { try SettingsHandshake.check(options + [("ranks", "\(size)"), ("layout", layout.mode.rawValue)], on: world) }
+        }
+        try refusedBeforeWork { try layout.checkBatch(s.batch) }
+        try MemoryCheck.refuseIfTooLarge(config: s.model, layout: layout, rank: rank, batch: s.batch, replicaLayout: plan.replicaLayout,
+                                         inputs: 1, say: say)
+        say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
+        let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
+                                          threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget)
+        for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi bench: " + line) }
+        let threads = s.threads, best = bestKernelGflops
+        var timed = 0.0
+        let r = try Benchmark.run(s, replica: assembly.replica, localBatch: assembly.localBatch, bestKernelGflops: { best(threads) },
+                                  afterBackward: { try assembly.synchroniseGradients() },
+                                  afterWarmup: { assembly.resetCounters(); timed = Double(PhaseClock.now()) * 1e-9 },
+                                  afterTimed: { timed = Double(PhaseClock.now()) * 1e-9 - timed })
+        guard let world, size > 1 else { return say(Benchmark.report(r, settings: s)) }
+        let report = try assembly.communicationReport(steps: s.steps, seconds: timed)
+        // The sgemm limit of a job of several ranks: every rank's sgemm rate (each measured on its own cores).
+        var whole = r
+        whole.limitGflops = try world.sum(r.limitGflops)
+        whole.limitImagesPerSecond = whole.limitGflops * 1e9 / s.model.trainingFlopsPerImage
+        whole.sgemmGflops = try world.sum(r.sgemmGflops)
+        let bestSum = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
+        whole.bestKernelGflops = bestSum > 0 ? bestSum : nil
+        say((report.lines + [Benchmark.report(whole, settings: s, extra: report.fields)]).joined(separator: "\n"))
+    }
+}
+
+/// Threads a process uses: with two or more in a process that holds both towers alone, each tower runs on its own
+/// thread with half of them (no BLAS worker spins against the loops); otherwise one model uses them all.
+public struct ThreadPlan {
+    public let threads: Int
+    public let replicaLayout: ReplicaLayout
+    public let threadsPerModel: Int
+    public init(threads: Int, holdsBothTowersInOneProcess: Bool) {
+        self.threads = threads
+        replicaLayout = holdsBothTowersInOneProcess && threads >= 2 ? .threadedTowers : .sequential
+        threadsPerModel = replicaLayout == .threadedTowers ? max(1, threads / 2) : threads
+        Blas.setThreads(threadsPerModel)
+    }
+}
+
+/// Says what one process will take and refuses (on this rank, which stops the job) a run whose processes on this node
+/// would not fit in its memory.
+public enum MemoryCheck {
+    public static func refuseIfTooLarge(config: ModelConfig, layout: ParallelLayout, rank: Int, batch: Int, replicaLayout: ReplicaLayout,
+                                        inputs: Int, say: (String) -> Void) throws {
+        let role = layout.role(of: rank), local = layout.localBatch(batch)
+        let onNode = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        guard let bytes = MemoryBudget.bytes(config: config, maxBatch: max(1, local), layout: replicaLayout, localTowers: role.towers,
+                                             fullyConnectedSlice: role.fullyConnectedSlice, inputs: inputs) else {
+            throw AlexNetError("width \(config.width), \(config.classes) classes and a batch of \(batch) need more memory than can be counted; use a smaller --width, --classes or --batch")
+        }
+        let machine = MemoryBudget.machineBytes
+        say("memory: \(MemoryBudget.gigabytes(bytes)) a process for the model and a batch of \(local)"
+            + (onNode > 1 ? " (× \(onNode) processes on this node)" : "")
+            + (machine.map { " of \(MemoryBudget.gigabytes($0)) on this machine" } ?? ""))
+        if let machine, bytes.multipliedReportingOverflow(by: onNode).partialValue > machine * 9 / 10 || bytes > machine {
+            throw AlexNetError("the model and batch need \(MemoryBudget.gigabytes(bytes)) a process"
+                               + (onNode > 1 ? " × \(onNode) processes" : "") + ", more than 90% of this machine's \(MemoryBudget.gigabytes(machine)); use a smaller --batch or --width, or more nodes")
+        }
+    }
+}
+
+/// Runs a check every rank makes alike before any work; its error becomes a RefusedBeforeWork (all ranks exit
+/// without an abort).
+func refusedBeforeWork<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as AlexNetError { throw RefusedBeforeWork(message: e.description) }
+}
