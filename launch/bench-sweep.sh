@@ -1,40 +1,46 @@
 #!/usr/bin/env bash
 # The speed figures of the README: `alexnet-mpi bench` (W = 1, 1000 classes) for 1 and 2 threads and batches
-# 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), then model and data parallelism on
-# 2 ranks × 1 thread, each back to back with one process × 2 threads, and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
-# Usage: launch/bench-sweep.sh [--quick]   (--quick: batch 128 only)
+# 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), then model, data and
+# conv-data/fc-model (owt) parallelism on 2 ranks × 1 thread, each back to back with one process × 2 threads, and the
+# hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
+# Usage: launch/bench-sweep.sh [--quick | --layouts]   (--quick: batch 128 only; --layouts: only the 2-rank layouts
+# against one process)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ALEXNET_MPI:-$(swift build -c release --show-bin-path)/alexnet-mpi}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 batches=(32 64 128)
 [[ ${1:-} == --quick ]] && batches=(128)
+layouts_only=0
+[[ ${1:-} == --layouts ]] && layouts_only=1
 row() {  # label, JSON line
   python3 -c '
 import json, sys
 j = json.loads(sys.argv[2])
 notes = []
-if "exchange_fraction" in j: notes.append("tower exchange %.1f%% of the step" % (100 * j["exchange_fraction"]))
+if "exchange_fraction" in j: notes.append("%s %.1f%% of the step" % ("fc slice exchange" if j.get("mode") == "owt" else "tower exchange", 100 * j["exchange_fraction"]))
 if "allreduce_bytes_per_step" in j: notes.append("allreduce %.0f MB a step, %.0f%% hidden" % (j["allreduce_bytes_per_step"] / 1e6, 100 * j["allreduce_hidden_fraction"]))
 print("| %s | %g | %d | %.2f | %.1f | %.1f | %.1f%% | %.2f GB | %s |" % (sys.argv[1], j["width"], j["batch"], j["images_per_second"], j["limit_images_per_second"], j["step_ms"], 100 * j["fraction_of_sgemm_limit"], j["peak_resident_bytes"] / 1e9, "; ".join(notes)))
 ' "$1" "$2"
 }
 echo "| layout | W | batch | images/s | sgemm-bound limit | ms/step | fraction of limit | peak memory | notes |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for threads in 1 2; do
-  for b in "${batches[@]}"; do
-    row "1 process, $threads thread(s)" "$("$bin" bench --batch "$b" --threads "$threads" | tail -n 1)"
+if (( ! layouts_only )); then
+  for threads in 1 2; do
+    for b in "${batches[@]}"; do
+      row "1 process, $threads thread(s)" "$("$bin" bench --batch "$b" --threads "$threads" | tail -n 1)"
+    done
   done
-done
-row "1 process, 2 threads, small width" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
-row "1 process, 2 threads, the default job" "$("$bin" bench --width 0.125 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+  row "1 process, 2 threads, small width" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+  row "1 process, 2 threads, the default job" "$("$bin" bench --width 0.125 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+fi
 # Each parallel layout against one process with 2 threads, back to back (the machine is shared: the pair
 # shows the ratio under the same noise).
-for mode in model data; do
+for mode in model data owt; do
   single=$("$bin" bench --batch 128 --threads 2 | tail -n 1)
   other=$(mpirun -np 2 --bind-to core "$bin" bench --mode "$mode" --batch 128 --threads 1 | tail -n 1)
   row "1 process, 2 threads" "$single"
   row "2 ranks × 1 thread, $mode parallel" "$other"
   python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| %s parallel / one process, back to back | | | **%.3f×** | | | | | |" % (sys.argv[3], b["images_per_second"]/a["images_per_second"]))' "$single" "$other" "$mode"
 done
-row "4 ranks × 1 thread, hybrid (oversubscribed: 2 cores)" "$(mpirun -np 4 --oversubscribe "$bin" bench --mode hybrid --batch 128 --threads 1 --steps 2 | tail -n 1)"
+(( layouts_only )) || row "4 ranks × 1 thread, hybrid (oversubscribed: 2 cores)" "$(mpirun -np 4 --oversubscribe "$bin" bench --mode hybrid --batch 128 --threads 1 --steps 2 | tail -n 1)"
