@@ -61,6 +61,7 @@ public struct TrainingJob {
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
                                           threadsPerModel: plan.threadsPerModel, checkWeightsEvery: checkWeightsEvery)
         s.shard = assembly.shard
+        s.unevenShards = layout.allowsUnevenShares
         if let p = perturb, p.rank == rank { assembly.perturbAfterStep = p.step }
         for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi train: " + line) }
         say("data: \(splits.description)")

@@ -30,7 +30,8 @@ public final class LayoutAssembly: RankCoordination {
     public var perturbAfterStep: Int? = nil
 
     public var rank: Int { world?.rank ?? 0 }
-    public var localBatch: Int { layout.localBatch(batch) }
+    /// Images this rank's replica computes of each batch.
+    public var localBatch: Int { layout.share(of: batch, replica: role.replica).count }
 
     public init(layout: ParallelLayout, world: MPICommunicator?, config: ModelConfig, batch: Int, replicaLayout: ReplicaLayout,
                 threadsPerModel: Int, columnBudget: Int = Convolution.defaultColumnBudget, checkWeightsEvery: Int = 0) throws {

@@ -27,13 +27,15 @@ extension DataParallelTests {
         }
     }
 
-    /// Acceptance: the PyTorch fixture reproduces under -np 2 --mode owt (its batch of 4 splits over 2 ranks; 3 ranks
-    /// need the uneven split the layout does not have yet).
+    /// Acceptance: the PyTorch fixture reproduces under -np 2 and -np 3 --mode owt (its batch of 4 splits 2 + 2, and
+    /// 1 + 1 + 2: uneven image blocks).
     func testFixtureUnderConvDataFcModel() throws {
-        let out = Paths.temporaryDirectory("fixture-owt") + "/after.safetensors"
-        let r = try mpirun(["-np", "2", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "owt"])
-        XCTAssertEqual(r.status, 0, r.err + r.out)
-        try Fixture.assertTwoUpdatesMatchPyTorch(out, "owt on 2 ranks")
+        for n in [2, 3] {
+            let out = Paths.temporaryDirectory("fixture-owt\(n)") + "/after.safetensors"
+            let r = try mpirun(["-np", "\(n)", Paths.binary] + Fixture.trainArguments(saveTo: out) + ["--mode", "owt"])
+            XCTAssertEqual(r.status, 0, r.err + r.out)
+            try Fixture.assertTwoUpdatesMatchPyTorch(out, "owt on \(n) ranks")
+        }
     }
 
     /// Acceptance: a checkpoint saved by owt on 3 ranks resumes in one process and under model parallelism, and one
@@ -67,10 +69,10 @@ extension DataParallelTests {
                     weights: dir + "/owt.safetensors", against: (rest, dir + "/whole.safetensors"))
     }
 
-    func testConvDataFcModelRefusesOneRankAndUnevenBatches() {
-        let r = mpirun(["-np", "3", Paths.binary, "train", "--mode", "owt", "--width", "0.125", "--batch", "10", "--threads", "1"], timeout: 60)
+    func testConvDataFcModelRefusesOneRankAndTooSmallBatches() {
+        let r = mpirun(["-np", "3", Paths.binary, "train", "--mode", "owt", "--width", "0.125", "--batch", "2", "--threads", "1"], timeout: 60)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.err.contains("--batch 10") && r.err.contains("3 replicas"), r.err)
+        XCTAssertTrue(r.err.contains("--batch 2") && r.err.contains("no image"), r.err)
         let alone = runProcess(Paths.binary, ["train", "--mode", "owt", "--width", "0.125", "--steps", "1"], timeout: 60)
         XCTAssertNotEqual(alone.status, 0)
         XCTAssertTrue(alone.err.contains("--mode owt") && alone.err.contains("mpirun"), alone.err)

@@ -19,7 +19,11 @@ final class LayoutTests: XCTestCase {
             }
         }
         let owt = try ParallelLayout(mode: .owt, ranks: 3, underMPI: true)
-        XCTAssertThrowsError(try owt.checkBatch(10)) { XCTAssertTrue("\($0)".contains("--batch 10") && "\($0)".contains("3 replicas")) }
+        XCTAssertNoThrow(try owt.checkBatch(10), "owt gathers blocks of any size: 3, 3 and 4 images")
+        XCTAssertEqual((0..<3).map { owt.share(of: 10, replica: $0).count }, [3, 3, 4])
+        XCTAssertThrowsError(try owt.checkBatch(2)) { XCTAssertTrue("\($0)".contains("--batch 2") && "\($0)".contains("no image")) }
+        let data = try ParallelLayout(mode: .data, ranks: 3, underMPI: true)
+        XCTAssertThrowsError(try data.checkBatch(10)) { XCTAssertTrue("\($0)".contains("--batch 10") && "\($0)".contains("3 replicas")) }
         XCTAssertEqual(owt.localBatch(12), 4)
         XCTAssertEqual(try ParallelLayout(mode: .hybrid, ranks: 6, underMPI: true).localBatch(12), 4)
     }
@@ -81,12 +85,18 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(model.allreduceFloats, 0)
     }
 
-    /// owt on 3 threads (4 images each, uneven fc8 slices) against one process on the 12 images: the same loss, the
-    /// convolutions' gradients summed over the threads equal one process's, each fc slice's gradients equal those
-    /// rows of one process's; evaluation logits of each thread's images equal one process's columns.
+    /// owt on 3 threads (4 images each, and 4, 4 and 5 of 13; uneven fc8 slices) against one process on the batch:
+    /// the same loss, the convolutions' gradients summed over the threads equal one process's, each fc slice's
+    /// gradients equal those rows of one process's; evaluation logits of each thread's images equal one process's columns.
     func testConvDataFcModelMatchesOneProcess() throws {
+        try checkConvDataFcModel(batch: 12)
+        try checkConvDataFcModel(batch: 13)
+    }
+
+    func checkConvDataFcModel(batch: Int) throws {
         let config = ModelConfig(width: 0.0625, classes: 11, dropout: 0.5)
-        let ranks = 3, local = 4, batch = ranks * local
+        let ranks = 3
+        let starts = (0...ranks).map { ModelConfig.sliceStart($0, of: batch, slices: ranks) }
         let labels = (0..<batch).map { Int32($0 * 7 % config.classes) }
         let input = randomFloats(3 * batch * 227 * 227, seed: 5)
         let one = Replica(config: config, maxBatch: batch, layout: .sequential)
@@ -96,7 +106,7 @@ final class LayoutTests: XCTestCase {
         }
         let exchanges = ThreadSliceExchange.group(ranks)
         let replicas = exchanges.map {
-            Replica(config: config, maxBatch: local, exchange: LocalTowerExchange(), fullyConnectedExchange: $0)
+            Replica(config: config, maxBatch: (batch + ranks - 1) / ranks, exchange: LocalTowerExchange(), fullyConnectedExchange: $0)
         }
         for r in replicas { r.initialise(.he, seed: 3) }
         // Rank r's images: block r of every channel plane of the (3, N, 227, 227) input.
@@ -105,30 +115,32 @@ final class LayoutTests: XCTestCase {
         for r in 0..<ranks {
             var block: [Float] = []
             for c in 0..<3 {
-                let lo: Int = (c * batch + r * local) * plane, hi: Int = lo + local * plane
+                let lo: Int = (c * batch + starts[r]) * plane, hi: Int = (c * batch + starts[r + 1]) * plane
                 block += input[lo..<hi]
             }
             blocks.append(block)
         }
         let results = ThreadResults(ranks), group = DispatchGroup()
         for r in 0..<ranks {
-            let job = SharedForTest((replicas[r], blocks[r], Array(labels[(r * local)..<((r + 1) * local)])))
+            let local = starts[r + 1] - starts[r], evaluated = batch / ranks
+            let job = SharedForTest((replicas[r], blocks[r], Array(labels[starts[r]..<starts[r + 1]])))
             group.enter()
             Thread {
                 let (replica, block, mine) = job.value
                 let l = try! block.withUnsafeBufferPointer {
                     try replica.computeGradients(input: $0.baseAddress!, batch: local, labels: mine, normaliser: batch,
-                                                 seed: 9, step: 4, firstSample: r * local)
+                                                 seed: 9, step: 4, firstSample: starts[r])
                 }
-                let logits = try! block.withUnsafeBufferPointer { try replica.evaluate(input: $0.baseAddress!, batch: local) }
+                // Evaluation passes are alike on every rank: each evaluates the first batch / ranks of its images.
+                let logits = try! block.withUnsafeBufferPointer { try replica.evaluate(input: $0.baseAddress!, batch: evaluated) }
                 let classes = replica.config.classes
-                results.record(r, loss: l, logits: Array(UnsafeBufferPointer(start: logits, count: classes * local)))
+                results.record(r, loss: l, logits: Array(UnsafeBufferPointer(start: logits, count: classes * evaluated)))
                 group.leave()
             }.start()
         }
         group.wait()
         let (losses, evaluated) = results.taken
-        XCTAssertEqual(losses.reduce(0, +), loss, accuracy: 1e-4 * abs(loss))
+        XCTAssertEqual(losses.reduce(0, +), loss, accuracy: 1e-5 * abs(loss), "batch \(batch)")
         let reference = one.stores[0]
         for (index, t) in reference.tensors.enumerated() {
             let expected = Array(UnsafeBufferPointer(start: reference.gradients + t.offset, count: t.count))
@@ -142,12 +154,15 @@ final class LayoutTests: XCTestCase {
                 got = [Float](repeating: 0, count: t.count)
                 for r in replicas { for i in 0..<t.count { got[i] += r.stores[0].gradients[t.offset + i] } }
             }
-            XCTAssertLessThan(relativeError(got, expected), 1e-5, t.name)
+            XCTAssertLessThan(relativeError(got, expected), 1e-5, "batch \(batch): \(t.name)")
         }
+        // Each thread evaluated the first batch / ranks images of its block, read as a batch of that many: the same
+        // images only when the blocks are that size.
+        guard batch % ranks == 0 else { return }
         let all = try input.withUnsafeBufferPointer { try one.evaluate(input: $0.baseAddress!, batch: batch) }
         for r in 0..<ranks {
             var columns: [Float] = []
-            for c in 0..<config.classes { for i in 0..<local { columns.append(all[c * batch + r * local + i]) } }
+            for c in 0..<config.classes { for i in 0..<(batch / ranks) { columns.append(all[c * batch + starts[r] + i]) } }
             XCTAssertLessThan(relativeError(evaluated[r], columns), 1e-5, "evaluation logits of rank \(r)'s images")
         }
     }

@@ -95,10 +95,25 @@ public struct ParallelLayout: Sendable, Equatable {
         fullyConnected == .byNeuronSlice ? Array(0..<ranks) : Array(0..<ranksPerReplica)
     }
 
-    /// Images each replica computes of a global batch (the batch must split evenly).
-    public func localBatch(_ batch: Int) -> Int { batch / replicas }
+    /// Images of a global batch replica k computes: [⌊k·B/R⌋, ⌊(k+1)·B/R⌋) (what the trainer's shard takes).
+    public func share(of batch: Int, replica k: Int) -> Range<Int> {
+        ModelConfig.sliceStart(k, of: batch, slices: replicas)..<ModelConfig.sliceStart(k + 1, of: batch, slices: replicas)
+    }
+
+    /// The most images a replica computes of a global batch (all alike unless the split is uneven).
+    public func localBatch(_ batch: Int) -> Int { (batch + replicas - 1) / replicas }
+
+    /// Whether a batch may split unevenly (the conv-data/fc-model layout gathers blocks of any size; data parallelism
+    /// and the hybrid keep equal shares).
+    public var allowsUnevenShares: Bool { fullyConnected == .byNeuronSlice }
 
     public func checkBatch(_ batch: Int) throws {
+        if allowsUnevenShares {
+            guard batch >= ranks else {
+                throw AlexNetError("--batch \(batch) gives some of the \(ranks) ranks no image; use --batch \(ranks) or more")
+            }
+            return
+        }
         guard batch % replicas == 0 else {
             throw AlexNetError("--batch \(batch) does not split evenly over \(replicas) replicas; use a multiple of \(replicas) (each replica takes --batch / \(replicas) images a step)")
         }
@@ -122,7 +137,7 @@ public struct ParallelLayout: Sendable, Equatable {
     }
 
     public func predictedTraffic(rank: Int, config: ModelConfig, batch: Int) -> Traffic {
-        let role = role(of: rank), b = localBatch(batch)
+        let role = role(of: rank), b = share(of: batch, replica: role.replica).count
         var t = Traffic()
         if ranksPerReplica == 2 { t.towerExchangeFloats = config.exchangeFloatsPerStep(tower: role.towers.lowerBound, batch: b) }
         if let slice = role.fullyConnectedSlice {
@@ -131,7 +146,7 @@ public struct ParallelLayout: Sendable, Equatable {
             // Forward: pool5 features and labels of its images, its neurons' outputs of fc6, fc7, fc8 (logits).
             t.sliceExchangeFloats += others * (config.fc6Inputs * b + b + (own6 + own7 + own8) * B)
             // Backward: the other slices' parts of fc8's and fc7's input gradients, the other images' fc6 input gradient.
-            t.sliceExchangeFloats += (config.fc7 - own7) * B + (config.fc6 - own6) * B + others * config.fc6Inputs * b
+            t.sliceExchangeFloats += (config.fc7 - own7) * B + (config.fc6 - own6) * B + config.fc6Inputs * (B - b)
         }
         if replicas > 1 {
             let count = Self.parameterCount(config, towers: role.towers, slice: role.fullyConnectedSlice)

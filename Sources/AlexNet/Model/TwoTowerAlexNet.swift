@@ -19,8 +19,11 @@ public final class TwoTowerAlexNet {
     public let slicesFullyConnected: Bool
     let fcSlices: Int            // parts fc6–fc8's neurons are cut into: 2 towers, or one slice a rank
     let fcLocal: Range<Int>      // the parts this model computes
-    /// Image blocks the fc stack computes: 1, or (conv-data/fc-model) every rank's N images.
+    /// Image blocks the fc stack computes: 1, or (conv-data/fc-model) every rank's images.
     public let imageBlocks: Int
+    /// The fc stack's columns of each image block and their end, [0, N] alone or [0, n₀, n₀ + n₁, …, B]: block k is
+    /// rank k's images, ⌊k·B/R⌋ … of the global batch (uneven when R does not divide B). Set by each forward pass.
+    public private(set) var blockStarts: [Int] = [0, 0]
     public let clock = PhaseClock()
     public let maxBatch: Int
     /// Called during backward as soon as a layer's weight and bias gradients are final, with their range in
@@ -239,10 +242,18 @@ public final class TwoTowerAlexNet {
 
     /// Runs the network on input (3, N, 227, 227) and returns the logits (classes, N), gathered from both towers.
     /// In training, dropout masks come from (seed, step, global sample firstSample + n).
+    /// `globalBatch`: with a sliced fc stack, the images of all ranks (default: N on every rank).
     @discardableResult
     public func forward(input x: UnsafePointer<Float>, batch N: Int, training: Bool,
-                        seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0) throws -> UnsafeMutablePointer<Float> {
+                        seed: UInt64 = 0, step: Int = 0, firstSample: Int = 0, globalBatch: Int? = nil) throws -> UnsafeMutablePointer<Float> {
         precondition(N <= maxBatch && N > 0)
+        if slicesFullyConnected {
+            let R = imageBlocks, B = globalBatch ?? R * N
+            blockStarts = (0...R).map { ModelConfig.sliceStart($0, of: B, slices: R) }
+            precondition(blockStarts[fcLocal.lowerBound + 1] - blockStarts[fcLocal.lowerBound] == N, "this rank's block holds its N images")
+        } else {
+            blockStarts = [0, N]
+        }
         let P = parts
         clock.time(.conv1, .forward) {
             conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col, relu: true)
@@ -267,12 +278,12 @@ public final class TwoTowerAlexNet {
             // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image. A sliced fc stack
             // takes block r of (R, features, N) for its own images; else the local towers' rows of (features, N).
             Self.flatten(p5, channels: c5 * P, batch: N,
-                         into: x6 + (slicesFullyConnected ? fcLocal.lowerBound * config.fc6Inputs * N : firstTower * c5 * 36 * N))
+                         into: x6 + (slicesFullyConnected ? blockStarts[fcLocal.lowerBound] * config.fc6Inputs : firstTower * c5 * 36 * N))
         }
-        let B = imageBlocks * N
+        let B = blockStarts.last!
         if slicesFullyConnected {
             try clock.time(.fc6, .exchange) {
-                try fullyConnectedExchange.allGather(x6, offsets: blockOffsets(config.fc6Inputs * N), at: .fc6Input)
+                try fullyConnectedExchange.allGather(x6, offsets: blockOffsets(config.fc6Inputs), at: .fc6Input)
             }
         } else {
             try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * 36 * N), at: .fc6Input) }
@@ -280,12 +291,12 @@ public final class TwoTowerAlexNet {
         // Dropout masks follow (seed, step, layer, neuron, image of the global batch): the fc columns start at image 0
         // of the global batch when they hold every rank's images.
         let fcFirstSample = slicesFullyConnected ? 0 : firstSample
-        try fullyConnectedForward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: imageBlocks, output: h6, mask: m6,
+        try fullyConnectedForward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: slicesFullyConnected ? blockStarts : nil, output: h6, mask: m6,
                                   training: training, seed: seed, step: step, firstSample: fcFirstSample)
         try clock.time(.fc7, .exchange) {
             try fullyConnectedExchange.allGather(h6, offsets: sliceOffsets(config.fc6, columns: B), at: .fc7Input)
         }
-        try fullyConnectedForward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: 1, output: h7, mask: m7,
+        try fullyConnectedForward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: nil, output: h7, mask: m7,
                                   training: training, seed: seed, step: step, firstSample: fcFirstSample)
         try clock.time(.fc8, .exchange) {
             try fullyConnectedExchange.allGather(h7, offsets: sliceOffsets(config.fc7, columns: B), at: .fc8Input)
@@ -303,7 +314,7 @@ public final class TwoTowerAlexNet {
     /// The logits (classes, N) of this model's own N images from the last forward pass.
     public func imageLogits(batch N: Int) -> UnsafeMutablePointer<Float> {
         guard slicesFullyConnected else { return logits }
-        let B = imageBlocks * N, first = fcLocal.lowerBound * N
+        let B = blockStarts.last!, first = blockStarts[fcLocal.lowerBound]
         for c in 0..<config.classes { (ownLogits + c * N).update(from: logits + c * B + first, count: N) }
         return ownLogits
     }
@@ -313,16 +324,16 @@ public final class TwoTowerAlexNet {
     func sliceOffsets(_ rows: Int, columns: Int) -> [Int] {
         (0...fcSlices).map { ModelConfig.sliceStart($0, of: rows, slices: fcSlices) * columns }
     }
-    /// Offsets of the image blocks of a block-major buffer of `perBlock` floats a block.
-    func blockOffsets(_ perBlock: Int) -> [Int] { (0...imageBlocks).map { $0 * perBlock } }
+    /// Offsets of the image blocks of a block-major buffer of `perImage` floats an image.
+    func blockOffsets(_ perImage: Int) -> [Int] { blockStarts.map { $0 * perImage } }
 
-    /// `input` is (features, inputBatch) when `blocks` is 1, else block-major (blocks, features, inputBatch); the
-    /// output's local rows are (rows, blocks·inputBatch).
+    /// `input` is (features, inputBatch) without `blocks`, else block-major by `blocks` (image block starts); the
+    /// output's local rows are (rows, columns): inputBatch, or blocks.last.
     private func fullyConnectedForward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>, inputBatch: Int,
-                                       blocks: Int, output: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>,
+                                       blocks: [Int]?, output: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>,
                                        training: Bool, seed: UInt64, step: Int, firstSample: Int) throws {
         clock.time(stage, .forward) {
-            let name = stage.name, columns = blocks * inputBatch
+            let name = stage.name, columns = blocks?.last ?? inputBatch
             let first = fcFirstRow(stage == .fc6 ? config.fc6 : config.fc7)
             let out = output + first * columns, count = layer.outputs * columns
             layer.forward(input: input, batch: inputBatch, blocks: blocks, weight: w(name + ".weight"), bias: w(name + ".bias"),
@@ -367,10 +378,10 @@ public final class TwoTowerAlexNet {
                                                     normaliser: normaliser, logitsGradient: dlogits)
             }
         }
-        let first = fcLocal.lowerBound * N, B = imageBlocks * N
+        let first = blockStarts[fcLocal.lowerBound], B = blockStarts.last!
         for i in 0..<N { labelsGathered[first + i] = Float(labels[i]) }   // exact: classes ≤ 2^24
         try clock.time(.loss, .exchange) {
-            try fullyConnectedExchange.allGather(labelsGathered, offsets: blockOffsets(N), at: .imageLabels)
+            try fullyConnectedExchange.allGather(labelsGathered, offsets: blockOffsets(1), at: .imageLabels)
         }
         let all = (0..<B).map { Int32(labelsGathered[$0]) }
         return clock.time(.loss, .forward) {
@@ -383,7 +394,7 @@ public final class TwoTowerAlexNet {
     public func backward(input x: UnsafePointer<Float>, batch N: Int, training: Bool) throws {
         let P = parts
         // fc8: own classes' rows of dlogits.
-        let B = imageBlocks * N
+        let B = blockStarts.last!
         clock.time(.fc8, .backward) {
             let first = fcFirstRow(config.classes)
             fc8.backward(input: h7, batch: B, weight: w("fc8.weight"), outputGradient: dlogits + first * B,
@@ -394,19 +405,19 @@ public final class TwoTowerAlexNet {
             try fullyConnectedExchange.reduceScatter(partials: partials8, offsets: sliceOffsets(config.fc7, columns: B), into: dh7,
                                                      at: .fc8InputGradient)
         }
-        try fullyConnectedBackward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: 1, output: h7, outputGradient: dh7,
+        try fullyConnectedBackward(.fc7, layer: fc7, input: h6, inputBatch: B, blocks: nil, output: h7, outputGradient: dh7,
                                    mask: m7, training: training, inputGradients: partials7)
         announce("fc7")
         try clock.time(.fc7, .exchange) {
             try fullyConnectedExchange.reduceScatter(partials: partials7, offsets: sliceOffsets(config.fc6, columns: B), into: dh6,
                                                      at: .fc7InputGradient)
         }
-        try fullyConnectedBackward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: imageBlocks, output: h6, outputGradient: dh6,
+        try fullyConnectedBackward(.fc6, layer: fc6, input: x6, inputBatch: N, blocks: slicesFullyConnected ? blockStarts : nil, output: h6, outputGradient: dh6,
                                    mask: m6, training: training, inputGradients: partials6)
         announce("fc6")
         try clock.time(.fc6, .exchange) {
             if slicesFullyConnected {   // every rank's image block back to it, summed over the slices
-                try fullyConnectedExchange.reduceScatter(partials: partials6, offsets: blockOffsets(config.fc6Inputs * N), into: dx6,
+                try fullyConnectedExchange.reduceScatter(partials: partials6, offsets: blockOffsets(config.fc6Inputs), into: dx6,
                                                          at: .fc6InputGradient)
             } else {
                 try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
@@ -465,10 +476,10 @@ public final class TwoTowerAlexNet {
     }
 
     private func fullyConnectedBackward(_ stage: Stage, layer: FullyConnected, input: UnsafePointer<Float>, inputBatch: Int,
-                                        blocks: Int, output: UnsafeMutablePointer<Float>, outputGradient dY: UnsafeMutablePointer<Float>,
+                                        blocks: [Int]?, output: UnsafeMutablePointer<Float>, outputGradient dY: UnsafeMutablePointer<Float>,
                                         mask: UnsafePointer<Float>, training: Bool, inputGradients: [UnsafeMutablePointer<Float>]) throws {
         clock.time(stage, .backward) {
-            let name = stage.name, columns = blocks * inputBatch, count = layer.outputs * columns
+            let name = stage.name, columns = blocks?.last ?? inputBatch, count = layer.outputs * columns
             let first = fcFirstRow(stage == .fc6 ? config.fc6 : config.fc7)
             if training && config.dropout > 0 { Dropout.apply(mask: mask, to: dY, count: count, threads: threads) }
             // After dropout the stored output is positive exactly where ReLU passed and the unit was kept.

@@ -86,7 +86,8 @@ public final class Replica {
                                  seed: UInt64, step: Int, firstSample: Int) throws -> Double {
         try onEveryModel { m in
             m.exchange.beginStep(step)
-            try m.forward(input: input, batch: batch, training: true, seed: seed, step: step, firstSample: firstSample)
+            try m.forward(input: input, batch: batch, training: true, seed: seed, step: step, firstSample: firstSample,
+                          globalBatch: normaliser)
             let loss = try m.loss(labels: labels, batch: batch, normaliser: normaliser)
             try m.backward(input: input, batch: batch, training: true)
             return loss

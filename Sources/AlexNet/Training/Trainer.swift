@@ -29,9 +29,14 @@ public struct TrainingSettings: Sendable {
     public var dataset = ""                         // the dataset's fingerprint (DatasetFingerprint), kept in checkpoints
     /// What --resume may change from the checkpoint's settings ("seed", "data", "dropout"); anything else is refused.
     public var resumeAllowedChanges: Set<String> = []
-    /// Data parallelism: this replica is shard `index` of `count`, and takes that share of every global batch.
+    /// Data parallelism: this replica is shard `index` of `count`, and takes that share of every global batch:
+    /// images [⌊index·batch/count⌋, ⌊(index+1)·batch/count⌋).
     public var shard = (index: 0, count: 1)
-    public var localBatch: Int { batch / shard.count }
+    /// Whether the shares may differ by an image (the conv-data/fc-model layout); else the batch must split evenly.
+    public var unevenShards = false
+    public var localBatch: Int { firstSample(of: shard.index + 1) - firstSample }
+    public var firstSample: Int { firstSample(of: shard.index) }
+    func firstSample(of index: Int) -> Int { ModelConfig.sliceStart(index, of: batch, slices: shard.count) }
     public init() {}
 }
 
@@ -96,7 +101,7 @@ public final class Trainer {
         }
         self.settings = settings
         self.data = data
-        guard settings.batch % settings.shard.count == 0 else {
+        guard settings.batch % settings.shard.count == 0 || (settings.unevenShards && settings.batch >= settings.shard.count) else {
             throw AlexNetError("--batch \(settings.batch) does not split evenly over \(settings.shard.count) replicas; use a multiple of \(settings.shard.count)")
         }
         let replica = replica ?? Replica(config: settings.model, maxBatch: settings.localBatch, layout: settings.layout,
@@ -175,7 +180,7 @@ public final class Trainer {
 
     /// This replica's share of the batch of `step`: its epoch and dataset indices.
     func localIndices(step: Int, cache: inout (epoch: Int, order: [Int])) -> (epoch: Int, indices: [Int]) {
-        let local = settings.localBatch, first = settings.shard.index * local
+        let local = settings.localBatch, first = settings.firstSample
         let (epoch, global) = batchIndices(step: step, cache: &cache)
         return (epoch, Array(global[first..<(first + local)]))
     }
@@ -194,7 +199,7 @@ public final class Trainer {
 
     /// One training step on an assembled batch: `input` (3, localBatch, 227, 227) and its labels.
     func trainStep(_ step: Int, input: UnsafeMutablePointer<Float>, labels: [Int32]) throws -> (loss: Double, weightSum: Double) {
-        let b = settings.batch, local = settings.localBatch, first = settings.shard.index * local
+        let b = settings.batch, local = settings.localBatch, first = settings.firstSample
         let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
                                                      seed: settings.seed, step: step, firstSample: first)
         try replica.clock.time(.update, .exchange) { try coordination.synchroniseGradients() }
@@ -237,7 +242,8 @@ public final class Trainer {
         let views: [BatchAssembler.View?] = settings.tenCrop && set.storage != .tensors ? BatchAssembler.View.ten : [nil]
         var scores = [Float](repeating: 0, count: classes * settings.localBatch)
         while done < passesOver {
-            let n = min(settings.localBatch, passesOver - done)
+            // Passes of the same size on every rank when they compute together (the smallest share).
+            let n = min(equalPasses ? settings.batch / count : settings.localBatch, passesOver - done)
             let indices = (0..<n).map { min(lo + done + $0, total - 1) }
             let counted = max(0, min(n, hi - (lo + done)))
             var labels: [Int32] = []

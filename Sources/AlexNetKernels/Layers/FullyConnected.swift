@@ -16,39 +16,45 @@ public struct FullyConnected: Sendable {
     public var outputs: Int { partRows.reduce(0, +) }
     public var weightCount: Int { outputs * inputs }
 
-    /// output (outputs, blocks·N) = W (outputs, Fin) · input + bias, then ReLU if `relu`. The input is (Fin, N) when
-    /// `blocks` is 1, else block-major (blocks, Fin, N): the images of `blocks` ranks gathered one block each (the
-    /// conv-data/fc-model layout), block k's images landing in output columns [k·N, (k+1)·N).
-    public func forward(input: UnsafePointer<Float>, batch: Int, blocks: Int = 1, weight: UnsafePointer<Float>,
+    /// output (outputs, B) = W (outputs, Fin) · input + bias, then ReLU if `relu`. Without `blocks` the input is
+    /// (Fin, N) and B = N. With them it is block-major: block k, images [blocks[k], blocks[k+1]) of B = blocks.last,
+    /// is a (Fin, nₖ) matrix at input + blocks[k]·Fin (every rank's images gathered one block each under the
+    /// conv-data/fc-model layout), landing in those output columns.
+    public func forward(input: UnsafePointer<Float>, batch: Int, blocks: [Int]? = nil, weight: UnsafePointer<Float>,
                         bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, relu: Bool = false) {
-        for k in 0..<blocks {
-            Blas.sgemm(m: outputs, n: batch, k: inputs, a: weight, lda: inputs, b: input + k * inputs * batch, ldb: batch,
-                       c: output + k * batch, ldc: blocks * batch)
+        let starts = blocks ?? [0, batch], columns = starts.last!
+        for k in 0..<(starts.count - 1) where starts[k + 1] > starts[k] {
+            let n = starts[k + 1] - starts[k]
+            Blas.sgemm(m: outputs, n: n, k: inputs, a: weight, lda: inputs, b: input + starts[k] * inputs, ldb: n,
+                       c: output + starts[k], ldc: columns)
         }
-        addBias(bias, to: output, rows: outputs, rowLength: blocks * batch, relu: relu, threads: threads)
+        addBias(bias, to: output, rows: outputs, rowLength: columns, relu: relu, threads: threads)
     }
 
     /// dW = dY · Xᵀ, db = Σ dY (both overwritten); inputGradients[p] = W_pᵀ · dY_p when asked, laid out as the input
-    /// (block-major (blocks, Fin, N) when `blocks` > 1). dY is (outputs, blocks·N).
-    public func backward(input: UnsafePointer<Float>, batch: Int, blocks: Int = 1, weight: UnsafePointer<Float>,
+    /// (block-major with `blocks`, as forward). dY is (outputs, B).
+    public func backward(input: UnsafePointer<Float>, batch: Int, blocks: [Int]? = nil, weight: UnsafePointer<Float>,
                          outputGradient: UnsafePointer<Float>,
                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                          inputGradients: [UnsafeMutablePointer<Float>]?) {
-        let columns = blocks * batch
-        for k in 0..<blocks {
-            Blas.sgemm(transB: true, m: outputs, n: inputs, k: batch, a: outputGradient + k * batch, lda: columns,
-                       b: input + k * inputs * batch, ldb: batch, beta: k == 0 ? 0 : 1, c: weightGradient, ldc: inputs)
+        let starts = blocks ?? [0, batch], columns = starts.last!
+        let nonEmpty = (0..<(starts.count - 1)).filter { starts[$0 + 1] > starts[$0] }
+        for (i, k) in nonEmpty.enumerated() {
+            let n = starts[k + 1] - starts[k]
+            Blas.sgemm(transB: true, m: outputs, n: inputs, k: n, a: outputGradient + starts[k], lda: columns,
+                       b: input + starts[k] * inputs, ldb: n, beta: i == 0 ? 0 : 1, c: weightGradient, ldc: inputs)
         }
         sumRows(outputGradient, rows: outputs, rowLength: columns, into: biasGradient, threads: threads)
         if let grads = inputGradients {
             precondition(grads.count == parts)
             var first = 0
             for p in 0..<parts {
-                for k in 0..<blocks {
-                    Blas.sgemm(transA: true, m: inputs, n: batch, k: partRows[p],
+                for k in nonEmpty {
+                    let n = starts[k + 1] - starts[k]
+                    Blas.sgemm(transA: true, m: inputs, n: n, k: partRows[p],
                                a: weight + first * inputs, lda: inputs,
-                               b: outputGradient + first * columns + k * batch, ldb: columns,
-                               c: grads[p] + k * inputs * batch, ldc: batch)
+                               b: outputGradient + first * columns + starts[k], ldb: columns,
+                               c: grads[p] + starts[k] * inputs, ldc: n)
                 }
                 first += partRows[p]
             }
