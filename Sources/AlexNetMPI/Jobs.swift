@@ -29,6 +29,7 @@ public struct TrainingJob {
         let say: (String) -> Void = { if rank == 0 { print($0); fflush(nil) } }
         let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
         let plan = ThreadPlan(threads: threads, holdsBothTowersInOneProcess: layout.mode == .single)
+        Oversubscription.warn(threads: plan.threads)
         let splits: DataSplits
         if let directory = dataDirectory {
             splits = try NumpyDataset.splits(directory: directory, classes: classes)
@@ -125,6 +126,7 @@ public struct BenchmarkJob {
         let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
         var s = settings
         let plan = ThreadPlan(threads: s.threads, holdsBothTowersInOneProcess: layout.mode == .single)
+        Oversubscription.warn(threads: plan.threads)
         (s.layout, s.threadsPerModel, s.ranks) = (plan.replicaLayout, plan.threadsPerModel, size)
         if let world, size > 1 {
             try refusedBeforeWork { try SettingsHandshake.check(options + [("ranks", "\(size)"), ("layout", layout.mode.rawValue)], on: world) }

@@ -179,3 +179,15 @@ final class ThreadResults: @unchecked Sendable {
 
 /// Hands a value to a test thread that the test thread alone then uses.
 final class SharedForTest<T>: @unchecked Sendable { let value: T; init(_ value: T) { self.value = value } }
+
+final class OversubscriptionTests: XCTestCase {
+    func testWarnsWhenRanksTimesThreadsExceedTheCores() {
+        let two = ["OMPI_COMM_WORLD_LOCAL_SIZE": "2"]
+        XCTAssertNil(Oversubscription.warning(threads: 1, environment: two, allowed: 1, online: 2), "2 ranks × 1 thread on 2 cores")
+        XCTAssertNil(Oversubscription.warning(threads: 2, environment: [:], allowed: 2, online: 2), "one process, 2 threads, 2 cores")
+        let bound = Oversubscription.warning(threads: 2, environment: two, allowed: 1, online: 2)
+        XCTAssertTrue(bound?.contains("may run on 1 core") == true && bound?.contains("--threads 1") == true, bound ?? "no warning")
+        let crowded = Oversubscription.warning(threads: 1, environment: ["OMPI_COMM_WORLD_LOCAL_SIZE": "4"], allowed: 2, online: 2)
+        XCTAssertTrue(crowded?.contains("4 ranks on this node") == true && crowded?.contains("2 cores") == true, crowded ?? "no warning")
+    }
+}

@@ -152,6 +152,15 @@ public enum Benchmark {
             "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes,
             "parameters": s.model.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) },   // the whole network's, both towers
         ]
+        // Per layer (the stages of the table above): [forward, backward, exchange] ms a step, the compute rates
+        // `alexnet-mpi predict --bench` reads.
+        var stages: [String: [Double]] = [:]
+        for st in Stage.allCases {
+            let p = r.stageSeconds[st] ?? [:]
+            stages[st.name] = [(p[.forward] ?? 0) * 1e3, (p[.backward] ?? 0) * 1e3, (p[.exchange] ?? 0) * 1e3]
+        }
+        json["stage_ms"] = stages
+        json["layout"] = s.ranks > 1 ? "ranks" : s.layout == .threadedTowers ? "threaded towers" : "sequential"
         for (k, v) in extra { json[k] = v }
         let data = try! JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         lines.append(String(data: data, encoding: .utf8)!)
