@@ -75,6 +75,7 @@ public final class LayoutAssembly: RankCoordination {
         self.sliceExchange = sliceExchange
         if let group = gradientGroup, group.size > 1 {
             synchroniser = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: checkWeightsEvery, count: replicatedFloats)
+            synchroniser?.allreduce.bucketFloats = layout.bucketFloats
         } else {
             synchroniser = nil
         }

@@ -88,6 +88,20 @@ final class CostModelTests: XCTestCase {
         XCTAssertEqual(slow.step - fast.step, slow.allreduce - fast.allreduce, accuracy: 1e-9, "only the allreduce changes")
     }
 
+    /// owt's convolution gradients go in 1 MB buckets, layer by layer: on a slow link most of their 9.3 MB hide behind
+    /// the backward of the layers before them; only what conv1's backward cannot cover shows.
+    func testConvDataFcModelBucketsOverlapTheConvolutionsBackward() throws {
+        let slow = CostModel(config: paper, rates: flatRates, network: NetworkModel(name: "t", latency: 1e-5, bandwidth: 1.25e8))
+        let p = try XCTUnwrap(slow.predict(.owt, nodes: 2, batch: 128))
+        XCTAssertEqual(p.allreduceBytes, 4 * 2_334_080)
+        // Alone: 9.3 MB over 1 Gbit/s (74.7 ms) and 2 latencies a bucket. The buckets of conv5–conv3 go while conv2's
+        // backward runs (64 images at 100 GFLOP/s: 0.57 s), conv2's during conv1's (0.13 s): only conv1's 140 KB show.
+        XCTAssertGreaterThan(p.allreduceAlone, 9_336_320 / 1.25e8)
+        XCTAssertLessThan(p.allreduce, 0.2 * p.allreduceAlone)
+        XCTAssertEqual(try ParallelLayout(mode: .owt, ranks: 2, underMPI: true).bucketFloats, 1 << 18)
+        XCTAssertEqual(try ParallelLayout(mode: .data, ranks: 2, underMPI: true).bucketFloats, 25 << 18)
+    }
+
     func testNetworkFiles() throws {
         let dir = Paths.temporaryDirectory("networks")
         let good = dir + "/ten.conf"

@@ -145,8 +145,6 @@ public struct CostModel: Sendable {
     public let config: ModelConfig
     public let rates: ComputeRates
     public let network: NetworkModel
-    /// Floats a gradient bucket gathers before its allreduce starts (as GradientAllreduce: 25 MB).
-    public var bucketFloats = 25 << 18
 
     public init(config: ModelConfig, rates: ComputeRates, network: NetworkModel) {
         self.config = config; self.rates = rates; self.network = network
@@ -217,7 +215,7 @@ public struct CostModel: Sendable {
                 if slicesFC && LayerArithmetic.fullyConnected.contains(stage) { continue }
                 pending += Double(LayerArithmetic.parameters(config, stage)) * towerShare
                 p.allreduceBytes += 4 * Double(LayerArithmetic.parameters(config, stage)) * towerShare
-                if pending >= Double(bucketFloats) { send(pending, at: clock); pending = 0 }
+                if pending >= Double(layout.bucketFloats) { send(pending, at: clock); pending = 0 }
             }
             if pending > 0 { send(pending, at: clock) }
             p.allreduce = max(0, networkFree - clock)
@@ -285,7 +283,7 @@ public struct CostModel: Sendable {
             lines.append(text)
         }
         lines.append("")
-        lines.append("assumptions: one rank a node with the measured node's per-layer rates, whatever its batch share (smaller shares run slower than this says); model and hybrid exchanges and owt's collectives are blocking, on the critical path; the allreduce is Open MPI's ring (2(G − 1) messages of 1/G of a bucket), buckets of \(bucketFloats * 4 / 1_000_000) MB start as backward finishes their layers and queue on the link, the last when backward ends; owt's gathers and reduce-scatters are rings; latency and bandwidth as given (links full duplex, no contention between nodes); the softmax of owt's whole batch is counted on every rank.")
+        lines.append("assumptions: one rank a node with the measured node's per-layer rates, whatever its batch share (smaller shares run slower than this says); model and hybrid exchanges and owt's collectives are blocking, on the critical path; the allreduce is Open MPI's ring (2(G − 1) messages of 1/G of a bucket), buckets of 26 MB (owt: 1 MB) start as backward finishes their layers and queue on the link, the last when backward ends; owt's gathers and reduce-scatters are rings; latency and bandwidth as given (links full duplex, no contention between nodes); the softmax of owt's whole batch is counted on every rank.")
         return lines.joined(separator: "\n")
     }
 }
