@@ -150,8 +150,9 @@ public struct CostModel: Sendable {
         self.config = config; self.rates = rates; self.network = network
     }
 
-    /// Open MPI's tuned allreduce for messages of megabytes is its ring: 2(G − 1) steps, each sending 1/G of the
-    /// buffer to the next rank (reduce-scatter, then all-gather).
+    /// The gradient allreduce is MPI_Iallreduce, which Open MPI runs in libnbc; alexnet-mpi selects libnbc's ring
+    /// (coll_libnbc_iallreduce_algorithm = 1): 2(G − 1) steps, each sending 1/G of the buffer to the next rank
+    /// (reduce-scatter, then all-gather), every link busy in both directions.
     public func ringAllreduce(floats: Double, group: Int) -> Double {
         guard group > 1 else { return 0 }
         let g = Double(group)
@@ -283,7 +284,7 @@ public struct CostModel: Sendable {
             lines.append(text)
         }
         lines.append("")
-        lines.append("assumptions: one rank a node with the measured node's per-layer rates, whatever its batch share (smaller shares run slower than this says); model and hybrid exchanges and owt's collectives are blocking, on the critical path; the allreduce is Open MPI's ring (2(G − 1) messages of 1/G of a bucket), buckets of 26 MB (owt: 1 MB) start as backward finishes their layers and queue on the link, the last when backward ends; owt's gathers and reduce-scatters are rings; latency and bandwidth as given (links full duplex, no contention between nodes); the softmax of owt's whole batch is counted on every rank.")
+        lines.append("assumptions: one rank a node with the measured node's per-layer rates, whatever its batch share (smaller shares run slower than this says); model and hybrid exchanges and owt's collectives are blocking, on the critical path; the allreduce is Open MPI libnbc's ring, which alexnet-mpi selects (2(G − 1) messages of 1/G of a bucket), buckets of 26 MB (owt: 1 MB) start as backward finishes their layers and queue on the link, the last when backward ends; owt's gathers and reduce-scatters are rings; latency and bandwidth as given (links full duplex, no contention between nodes); the softmax of owt's whole batch is counted on every rank.")
         return lines.joined(separator: "\n")
     }
 }
