@@ -12,6 +12,8 @@ struct Predict: ParsableCommand {
 
     @Option(help: "The JSON line of `alexnet-mpi bench` on one node (default: measure here, at --width and --classes, batch 32).")
     var bench: String?
+    @Option(name: .customLong("tower-bench"), help: "The JSON line of `mpirun -np 2 alexnet-mpi bench --mode model` on two such nodes: a tower's per-layer rates, for the model and hybrid layouts (default: half a node's).")
+    var towerBench: String?
     @Option(help: "Network file: `bandwidth_gbit`, `efficiency`, `latency_us` lines (cluster-configs/network-*.conf).")
     var network: String?
     @Option(name: .customLong("bandwidth-gbit"), help: "Link bandwidth in Gbit/s (instead of --network).")
@@ -46,14 +48,17 @@ struct Predict: ParsableCommand {
         let config = ModelConfig(width: width, classes: classes)
         let net = try network.map(NetworkModel.load)
             ?? NetworkModel(name: "\(bandwidthGbit!) Gbit/s", latency: latencyUs * 1e-6, bandwidth: bandwidthGbit! * 1e9 / 8)
-        let rates: ComputeRates
-        if let path = bench {
+        var rates: ComputeRates
+        func benchLine(_ path: String) throws -> [String: Any] {
             guard let data = FileManager.default.contents(atPath: path),
                   let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last(where: { $0.hasPrefix("{") }),
                   let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
                 throw AlexNetError("\(path): no JSON line of `alexnet-mpi bench` in it; save one with `alexnet-mpi bench … | tail -n 1 > \(path)`")
             }
-            rates = try ComputeRates.fromBench(json, source: path)
+            return json
+        }
+        if let path = bench {
+            rates = try ComputeRates.fromBench(benchLine(path), source: path)
         } else {
             var s = BenchmarkSettings()
             s.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
@@ -65,6 +70,7 @@ struct Predict: ParsableCommand {
             let json = try JSONSerialization.jsonObject(with: Data(Benchmark.report(r, settings: s).split(separator: "\n").last!.utf8)) as! [String: Any]
             rates = try ComputeRates.fromBench(json, source: "a bench step here")
         }
+        if let path = towerBench { try rates.addTowerRates(fromBench: benchLine(path), source: path) }
         let model = CostModel(config: config, rates: rates, network: net)
         if json {
             let object: [String: Any] = ["rates": rates.source, "points": model.points(nodes: nodeCounts, batch: batch)]

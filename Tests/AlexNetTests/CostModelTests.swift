@@ -122,3 +122,27 @@ final class CostModelTests: XCTestCase {
         }
     }
 }
+
+extension CostModelTests {
+    /// A tower's measured rates replace half a node's for the layouts split by tower, and only for them.
+    func testTowerRatesApplyToTowerLayouts() throws {
+        var rates = flatRates
+        let plain = CostModel(config: paper, rates: rates, network: NetworkModel(name: "t", latency: 1e-5, bandwidth: 1e12))
+        var json: [String: Any] = ["mode": "model", "batch": 128, "width": 1.0, "classes": 1000]
+        var stages: [String: [Double]] = [:]
+        for s in LayerArithmetic.layers {   // a tower at half the node's rate: each half layer takes a whole layer's time
+            let f = LayerArithmetic.flops(paper, s)
+            stages[s.name] = [f.forward * 128 / 1e11 * 1e3, f.backward * 128 / 1e11 * 1e3, 0]
+        }
+        json["stage_ms"] = stages
+        try rates.addTowerRates(fromBench: json, source: "tower.json")
+        let towers = CostModel(config: paper, rates: rates, network: plain.network)
+        let before = try XCTUnwrap(plain.predict(.model, nodes: 2, batch: 128)), after = try XCTUnwrap(towers.predict(.model, nodes: 2, batch: 128))
+        let arithmetic = LayerArithmetic.layers.reduce(0.0) { let f = LayerArithmetic.flops(paper, $1); return $0 + (f.forward + f.backward) * 128 / 1e11 }
+        XCTAssertEqual(after.compute - before.compute, arithmetic / 2, accuracy: 1e-6, "each half layer now takes twice as long")
+        XCTAssertEqual(try XCTUnwrap(towers.predict(.data, nodes: 2, batch: 128)).compute,
+                       try XCTUnwrap(plain.predict(.data, nodes: 2, batch: 128)).compute, "data parallelism keeps a node's rates")
+        json["mode"] = "data"
+        XCTAssertThrowsError(try rates.addTowerRates(fromBench: json, source: "data.json")) { XCTAssertTrue("\($0)".contains("data.json")) }
+    }
+}

@@ -90,6 +90,10 @@ public struct ComputeRates: Sendable {
     /// included: they are in the measured stage).
     public var forward: [Stage: Double] = [:]
     public var backward: [Stage: Double] = [:]
+    /// The same for one tower's half of each layer (a rank of the model-parallel pair), when measured: smaller sgemms,
+    /// and the im2col of conv1 and conv3, whose input both towers share, done whole by each rank.
+    public var towerForward: [Stage: Double] = [:]
+    public var towerBackward: [Stage: Double] = [:]
     /// Parameters the SGD update goes through a second, and seconds of the softmax and loss an image.
     public var updateRate: Double = 1e9
     public var lossPerImage: Double = 0
@@ -122,6 +126,25 @@ public struct ComputeRates: Sendable {
         if let update = stages[Stage.update.name], update.count >= 2, update[1] > 0 { rates.updateRate = Double(parameters) / (update[1] * 1e-3) }
         if let loss = stages[Stage.loss.name], loss.count >= 1 { rates.lossPerImage = loss[0] * 1e-3 / Double(batch) }
         return rates
+    }
+
+    /// Adds a tower's rates from the JSON line of `mpirun -np 2 alexnet-mpi bench --mode model` (rank 0's layers:
+    /// half of each layer's arithmetic in its time).
+    public mutating func addTowerRates(fromBench json: [String: Any], source: String) throws {
+        guard json["mode"] as? String == "model", let stages = json["stage_ms"] as? [String: [Double]],
+              let batch = json["batch"] as? Int, let width = json["width"] as? Double, let classes = json["classes"] as? Int else {
+            throw AlexNetError("\(source): not the JSON line of `mpirun -np 2 alexnet-mpi bench --mode model` (no mode \"model\", stage_ms, batch, width or classes)")
+        }
+        let config = ModelConfig(width: width, classes: classes)
+        for stage in LayerArithmetic.layers {
+            guard let ms = stages[stage.name], ms.count >= 2, ms[0] > 0, ms[1] > 0 else {
+                throw AlexNetError("\(source): no forward and backward time for \(stage.name)")
+            }
+            let f = LayerArithmetic.flops(config, stage)
+            towerForward[stage] = f.forward / 2 * Double(batch) / (ms[0] * 1e-3)
+            towerBackward[stage] = f.backward / 2 * Double(batch) / (ms[1] * 1e-3)
+        }
+        self.source += "; a tower's layers: \(source) (batch \(batch))"
     }
 }
 
@@ -178,8 +201,9 @@ public struct CostModel: Sendable {
         for stage in LayerArithmetic.layers {
             let f = LayerArithmetic.flops(config, stage)
             let images = slicesFC && LayerArithmetic.fullyConnected.contains(stage) ? B / N : b * towerShare
-            p.compute += f.forward * images / rates.forward[stage, default: 1e12]
-            let back = f.backward * images / rates.backward[stage, default: 1e12]
+            let towerRates = towerShare < 1 && rates.towerForward[stage] != nil
+            p.compute += f.forward * images / (towerRates ? rates.towerForward[stage]! : rates.forward[stage, default: 1e12])
+            let back = f.backward * images / (towerRates ? rates.towerBackward[stage, default: 1e12] : rates.backward[stage, default: 1e12])
             p.compute += back
             backward.append((stage, back))
         }
