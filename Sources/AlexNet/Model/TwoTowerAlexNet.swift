@@ -230,9 +230,6 @@ public final class TwoTowerAlexNet {
 
     /// Offsets of each tower's slice in a buffer of `perTower` floats a tower.
     func evenOffsets(_ perTower: Int) -> [Int] { (0...ModelConfig.towers).map { $0 * perTower } }
-    func logitOffsets(batch: Int) -> [Int] {
-        (0...ModelConfig.towers).map { ModelConfig.towerStart($0, of: config.classes) * batch }
-    }
     var firstTower: Int { towers.lowerBound }
 
     private func w(_ name: String) -> UnsafeMutablePointer<Float> { parameters.value(name) }
