@@ -117,20 +117,17 @@ final class EmulatedClusterTests: ProcessTestCase {
 
         // Wait for the job to train (a progress line), then interrupt it.
         func training() -> Bool { read(outFile).range(of: #"step +[0-9]+/100000"#, options: .regularExpression) != nil }
-        var deadline = Date().addingTimeInterval(90)
-        while p.isRunning && Date() < deadline && !training() { usleep(100_000) }
+        _ = poll(for: 90, every: 100_000) { !p.isRunning || training() }
         XCTAssertTrue(training(), "the job never trained:\n\(read(errFile))\n\(read(outFile))")
         let prefix = try XCTUnwrap(runPrefix(read(errFile)), "no namespace prefix in:\n\(read(errFile))")
         XCTAssertEqual(namespaces(prefix: prefix).count, 3, "hub, n1, n2 while the job runs")
         let ranks = processes(containing: marker).filter { $0.contains(": " + Paths.binary + " train") }
         XCTAssertEqual(ranks.count, 2, "the 2 ranks while the job runs: \(processes(containing: marker))")
         let group = try XCTUnwrap(pid_t(prefix.dropFirst(3)))
-        let interrupted = Date()
         XCTAssertEqual(kill(-group, SIGINT), 0, "cannot signal the script's process group \(group)")
-        deadline = interrupted.addingTimeInterval(20)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(p.isRunning, "still running 20 s after SIGINT:\n\(read(errFile))")
-        guard !p.isRunning else { return }
+        let ended = poll(for: 20) { !p.isRunning }
+        XCTAssertTrue(ended, "still running 20 s after SIGINT:\n\(read(errFile))")
+        guard ended else { return }
         p.waitUntilExit()
 
         XCTAssertEqual(p.terminationStatus, 130, read(errFile))

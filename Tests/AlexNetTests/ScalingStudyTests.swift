@@ -188,14 +188,12 @@ final class ScalingStudyTests: ProcessTestCase {
             let logs = (FileManager.default.subpaths(atPath: study + "/logs") ?? []).filter { $0.contains("bw-1gbit") && $0.hasSuffix(".err") }
             return logs.contains { read(study + "/logs/" + $0).contains("running: mpirun") }
         }
-        var deadline = Date().addingTimeInterval(120)
-        while p.isRunning && Date() < deadline && !(recorded() == 1 && secondRunning()) { usleep(50_000) }
+        _ = poll(for: 120) { !p.isRunning || (recorded() == 1 && secondRunning()) }
         XCTAssertTrue(recorded() == 1 && secondRunning(), "the second point never started:\n\(read(errFile))")
         XCTAssertEqual(kill(p.processIdentifier, SIGTERM), 0)
-        deadline = Date().addingTimeInterval(30)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(p.isRunning, "still running 30 s after SIGTERM:\n\(read(errFile))")
-        guard !p.isRunning else { return }
+        let ended = poll(for: 30) { !p.isRunning }
+        XCTAssertTrue(ended, "still running 30 s after SIGTERM:\n\(read(errFile))")
+        guard ended else { return }
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 143, read(errFile))
         XCTAssertTrue(read(errFile).contains("caught SIGTERM"), read(errFile))

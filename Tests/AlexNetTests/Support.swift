@@ -144,6 +144,13 @@ func randomFloats(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
 }
 
 /// Runs an executable and returns (exit code, stdout, stderr), with a timeout that kills it.
+/// Checks `done` every `interval` µs until it holds or `seconds` have passed; returns whether it holds.
+func poll(for seconds: Double, every interval: useconds_t = 50_000, until done: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !done() && Date() < deadline { usleep(interval) }
+    return done()
+}
+
 func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 600)
     -> (status: Int32, out: String, err: String) {
     let p = Process()
@@ -160,9 +167,7 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
     p.standardOutput = FileHandle(forWritingAtPath: outFile)
     p.standardError = FileHandle(forWritingAtPath: errFile)
     do { try p.run() } catch { return (-1, "", "cannot start \(executable): \(error)") }
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(20_000) }
-    if p.isRunning { p.terminate(); usleep(500_000); if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    if !poll(for: timeout, every: 20_000, until: { !p.isRunning }) { p.terminate(); usleep(500_000); if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
     p.waitUntilExit()
     let out = (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? ""
     let err = (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? ""
