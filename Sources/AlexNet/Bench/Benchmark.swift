@@ -29,6 +29,15 @@ public struct BenchmarkResult: Sendable {
     public var limitGflops: Double
     public var stepSeconds: Double          // the fastest timed step
     public var meanStepSeconds: Double
+    /// Every timed step, in order: the median of them is what a study compares (an outlier step — the shared machine
+    /// stalling one rank — moves the mean, not the median).
+    public var stepTimes: [Double] = []
+    public var medianStepSeconds: Double {
+        let sorted = stepTimes.sorted()
+        guard !sorted.isEmpty else { return meanStepSeconds }
+        let m = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2
+    }
     public var imagesPerSecond: Double
     public var limitImagesPerSecond: Double
     public var fraction: Double { imagesPerSecond / limitImagesPerSecond }
@@ -92,13 +101,14 @@ public enum Benchmark {
         afterWarmup()
         // The machine is shared: both sides of the ratio take their best — the fastest step, and the fastest sgemm
         // measured before and after the steps (the mean step is reported too).
-        var fastest = Double.infinity
+        var times: [Double] = []
         let t0 = PhaseClock.now()
         for k in 0..<s.steps {
             let ts = PhaseClock.now()
             try step(s.warmupSteps + k)
-            fastest = min(fastest, Double(PhaseClock.now() - ts) * 1e-9)
+            times.append(Double(PhaseClock.now() - ts) * 1e-9)
         }
+        let fastest = times.min() ?? .infinity
         let meanSeconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
         afterTimed()
         let gflopsAfter = sgemmWithAllThreads()
@@ -112,7 +122,7 @@ public enum Benchmark {
         let best = [bestBefore, bestAfter].compactMap { $0 }.max()
         let limit = max(peak, best ?? 0)
         return BenchmarkResult(sgemmGflops: peak, bestKernelGflops: best, limitGflops: limit, stepSeconds: seconds,
-                               meanStepSeconds: meanSeconds, imagesPerSecond: Double(s.batch) / seconds,
+                               meanStepSeconds: meanSeconds, stepTimes: times, imagesPerSecond: Double(s.batch) / seconds,
                                limitImagesPerSecond: limit * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
     }
 
@@ -132,8 +142,8 @@ public enum Benchmark {
             lines.append(String(format: "OpenBLAS sgemm (2048³, %@, best before/after the steps): %.1f GFLOP/s  →  sgemm-bound limit %.1f images/s (%.2f GFLOP per training image)",
                                 s.workers, r.sgemmGflops, r.limitImagesPerSecond, s.model.trainingFlopsPerImage / 1e9))
         }
-        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): fastest of %d %.1f ms (mean %.1f)  →  %.2f images/s  =  %.1f%% of the limit",
-                            s.model.width, s.model.classes, s.batch, s.workers, s.steps, r.stepSeconds * 1e3, r.meanStepSeconds * 1e3,
+        lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): fastest of %d %.1f ms (median %.1f, mean %.1f)  →  %.2f images/s  =  %.1f%% of the limit",
+                            s.model.width, s.model.classes, s.batch, s.workers, s.steps, r.stepSeconds * 1e3, r.medianStepSeconds * 1e3, r.meanStepSeconds * 1e3,
                             r.imagesPerSecond, 100 * r.fraction))
         lines.append(String(format: "peak resident memory: %.2f GB%@", Double(peakResidentBytes) / 1e9, s.ranks > 1 ? " (rank 0)" : ""))
         lines.append("ms per step (" + (s.ranks > 1 ? "rank 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
@@ -148,7 +158,8 @@ public enum Benchmark {
             "images_per_second": r.imagesPerSecond, "fraction_of_sgemm_limit": r.fraction,
             "sgemm_gflops": r.sgemmGflops, "limit_gflops": r.limitGflops, "limit_images_per_second": r.limitImagesPerSecond,
             "blas_core": Blas.coreName,
-            "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
+            "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3,
+            "median_step_ms": r.medianStepSeconds * 1e3, "step_times_ms": r.stepTimes.map { $0 * 1e3 }, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
             "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes,
             "parameters": s.model.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) },   // the whole network's, both towers
         ]
