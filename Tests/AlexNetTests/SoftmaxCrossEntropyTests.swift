@@ -30,6 +30,26 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
         XCTAssertTrue(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 2, k: 5))
         XCTAssertFalse(SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: 1, image: 0, label: 1, k: 5))
     }
+
+    /// Ties rank by class index (the lower first, a fixed rule that every layout and rank applies alike), in the
+    /// (classes, N) layout of a batch: image 1 of 2 has all scores equal, image 0 a tie between classes 2 and 5 on top.
+    func testTopKTiesAndTheBatchLayout() {
+        let batch = 2
+        var z = [Float](repeating: 0, count: classes * batch)
+        for c in 0..<classes { z[c * batch] = Float(c % 3); z[c * batch + 1] = 0.5 }
+        z[5 * batch] = 2   // image 0: classes 2 and 5 both score 2, the rest less
+        func top(_ label: Int, _ k: Int, image: Int) -> Bool {
+            SoftmaxCrossEntropy.inTopK(logits: z, classes: classes, batch: batch, image: image, label: label, k: k)
+        }
+        XCTAssertTrue(top(2, 1, image: 0))
+        XCTAssertFalse(top(5, 1, image: 0))
+        XCTAssertTrue(top(5, 2, image: 0))
+        XCTAssertTrue(top(0, 1, image: 1))
+        XCTAssertFalse(top(1, 1, image: 1))
+        XCTAssertTrue(top(4, 5, image: 1))
+        XCTAssertFalse(top(5, 5, image: 1))
+        XCTAssertTrue(top(classes - 1, classes, image: 1))
+    }
 }
 
 final class SoftmaxProbabilityTests: XCTestCase {

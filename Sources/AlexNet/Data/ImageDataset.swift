@@ -35,6 +35,8 @@ public struct DataSplits {
     public let description: String
     /// Training images the mean image and colour PCA are computed from (spread evenly over the set).
     public var statisticsSamples = 20_000
+    /// Class names, index = label (a prepared folder's classes.txt); nil when the data has none.
+    public var classNames: [String]? = nil
 
     public init(train: ImageDataset, heldOut: ImageDataset, heldOutIsTrainingSet: Bool, classes: Int, description: String,
                 statisticsSamples: Int = 20_000) {

@@ -9,6 +9,11 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var model = ModelConfig()
     /// The dataset's fingerprint (DatasetFingerprint) when the run was saved; nil in files from before it was kept.
     public var dataset: String? = nil
+    /// What the run multiplied its mean-subtracted pixels by (1 with the paper's initialisation, 1/σ with He's), so
+    /// `evaluate` feeds the network what it trained on; nil in files from before it was kept.
+    public var inputScale: Float? = nil
+    /// The class names of the training data (a prepared folder's classes.txt), index = label; nil when it had none.
+    public var classNames: [String]? = nil
     public init(step: Int = 0, seed: UInt64 = 0, learningRate: Float = 0.01, model: ModelConfig = ModelConfig()) {
         self.step = step; self.seed = seed; self.learningRate = learningRate; self.model = model
     }
@@ -81,6 +86,12 @@ public enum Checkpoint {
         return state
     }
 
+    /// The training state stored in a checkpoint (nil for a file without one, e.g. PyTorch weights), read before any
+    /// model is built: `evaluate` takes the network's shape from it.
+    public static func state(of path: String) throws -> TrainingState? {
+        try storedState(try SafetensorsFile(path: path))
+    }
+
     /// The training state in the metadata: nil if absent, else decoded and validated.
     static func storedState(_ file: SafetensorsFile) throws -> TrainingState? {
         guard let json = file.metadata["state"] else { return nil }
@@ -127,6 +138,7 @@ extension TrainingState {
         guard learningRate.isFinite, learningRate >= 0 else { throw bad("learning rate \(learningRate)") }
         guard model.width.isFinite, model.width > 0, model.width <= 64 else { throw bad("width \(model.width) (expected 0 < width ≤ 64)") }
         guard model.classes >= 2, model.classes <= 1 << 24 else { throw bad("\(model.classes) classes (expected 2 to 2^24)") }
+        if let scale = inputScale, !(scale.isFinite && scale > 0) { throw bad("input scale \(scale) (expected a positive number)") }
         guard model.dropout >= 0, model.dropout < 1 else { throw bad("dropout \(model.dropout) (expected 0 ≤ dropout < 1)") }
         guard model.lrnSize >= 1, model.lrnSize <= 1024, model.lrnAlpha.isFinite, model.lrnBeta.isFinite, model.lrnK.isFinite else {
             throw bad("local response normalisation size \(model.lrnSize), alpha \(model.lrnAlpha), beta \(model.lrnBeta), k \(model.lrnK)")

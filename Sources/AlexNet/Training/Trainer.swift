@@ -24,6 +24,8 @@ public struct TrainingSettings: Sendable {
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
     public var saveEvery = 0                        // also write --save every this many steps (0: only at the end)
     public var tenCrop = false                      // evaluate on 10 crops (corners, centre, and their mirrors)
+    /// What mean-subtracted pixels are multiplied by, when given (evaluate: the checkpoint's); else from --init.
+    public var inputScale: Float? = nil
     public var writesFiles = true                   // whether this process writes --save and --loss-log (rank 0 does)
     public var rank = 0                             // this process's rank (named in messages)
     public var dataset = ""                         // the dataset's fingerprint (DatasetFingerprint), kept in checkpoints
@@ -126,7 +128,11 @@ public final class Trainer {
             if let path = settings.lossLog { lossFile = try OutputFiles.openLossLog(path, firstStep: firstStep) }
         }
         assembler = BatchAssembler(training: data.train, seed: settings.seed, sampleLimit: data.statisticsSamples)
-        if settings.initialisation == .he { assembler.inputScale = 1 / max(assembler.inputStd, 1e-6) }
+        if let scale = settings.inputScale {
+            assembler.inputScale = scale
+        } else if settings.initialisation == .he {
+            assembler.inputScale = 1 / max(assembler.inputStd, 1e-6)
+        }
         assembler.threads = settings.dataThreads
         input = .allocate(capacity: 3 * settings.localBatch * 227 * 227)
         input.initialize(repeating: 0, count: 3 * settings.localBatch * 227 * 227)
@@ -224,9 +230,11 @@ public final class Trainer {
         return r
     }
 
-    /// Top-1 and top-5 accuracy (centre crop, no dropout) over `limit` images of the held-out set, each replica
-    /// taking its share.
-    public func evaluate(limit: Int? = nil) throws -> (top1: Double, top5: Double) {
+    /// Top-1 and top-5 accuracy (no dropout) over `limit` images of the held-out set, each replica taking its share:
+    /// on the centre crop, or with `tenViews` (default: --ten-crop) the paper's ten views' softmax averaged.
+    /// `progress(done, total)` is called on every rank after each pass with this rank's images scaled to the whole set.
+    public func evaluate(limit: Int? = nil, tenViews: Bool? = nil,
+                         progress: ((Int, Int) -> Void)? = nil) throws -> (top1: Double, top5: Double) {
         let set = data.heldOut, total = min(set.count, limit ?? set.count)
         let (index, count) = settings.shard
         // A sliced fc stack computes every rank's images together: each rank then passes the same number of batches
@@ -239,7 +247,7 @@ public final class Trainer {
         var hits1 = 0, hits5 = 0, done = 0
         let classes = settings.model.classes
         // Ten views (corners, centre, mirrored) average their softmax; tensors are already 227 × 227: one view.
-        let views: [BatchAssembler.View?] = settings.tenCrop && set.storage != .tensors ? BatchAssembler.View.ten : [nil]
+        let views: [BatchAssembler.View?] = (tenViews ?? settings.tenCrop) && set.storage != .tensors ? BatchAssembler.View.ten : [nil]
         var scores = [Float](repeating: 0, count: classes * settings.localBatch)
         while done < passesOver {
             // Passes of the same size on every rank when they compute together (the smallest share).
@@ -263,6 +271,7 @@ public final class Trainer {
                 }
             }
             done += n
+            progress?(min(total, done * total / max(1, passesOver)), total)
         }
         return (try coordination.sumOverShares(Double(hits1)) / Double(total), try coordination.sumOverShares(Double(hits5)) / Double(total))
     }
@@ -361,6 +370,8 @@ public final class Trainer {
     public func saveCheckpoint(_ path: String, step: Int) throws {
         var state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
         state.dataset = settings.dataset.isEmpty ? nil : settings.dataset
+        state.inputScale = assembler.inputScale
+        state.classNames = data.classNames
         try coordination.saveCheckpoint(path, state: state)
         lastSavedStep = step
     }
