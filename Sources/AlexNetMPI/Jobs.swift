@@ -22,6 +22,8 @@ public struct TrainingJob {
     public var epochs: Int? = nil
     public var failure: FailureInjection? = nil
     public var perturb: (rank: Int, step: Int)? = nil
+    /// Writes the first step's input and labels of this rank to PREFIX.rank<r>.input.npy / .labels.npy (tests).
+    public var dumpFirstBatch: String? = nil
     public init() {}
 
     public func run(world: MPICommunicator?) throws {
@@ -70,6 +72,16 @@ public struct TrainingJob {
         let trainer = try Trainer(settings: s, data: splits, replica: assembly.replica, coordination: { _ in assembly })
         try assembly.startTraining()
         if let f = failure, f.rank == rank { inject(f, into: trainer) }
+        if let prefix = dumpFirstBatch {
+            let first = trainer.firstStep, local = s.localBatch
+            trainer.inspectBatch = { step, input, labels in
+                guard step == first else { return }
+                try NpyArray.write(path: "\(prefix).rank\(rank).input.npy", dtype: .float32, shape: [3, local, 227, 227],
+                                   bytes: UnsafeRawBufferPointer(start: input, count: 3 * local * 227 * 227 * 4))
+                let wide = labels.map(Int64.init)
+                try wide.withUnsafeBytes { try NpyArray.write(path: "\(prefix).rank\(rank).labels.npy", dtype: .int64, shape: [local], bytes: $0) }
+            }
+        }
         say(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, init %@, augmentation %@",
                    s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay, s.model.dropout, s.seed, s.initialisation.rawValue,
                    s.augment ? "on" : "off"))

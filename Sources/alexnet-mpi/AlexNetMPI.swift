@@ -123,6 +123,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-fail-kind"), help: .hidden) var debugFailKind: String = "error"
     @Option(name: .customLong("debug-perturb-rank"), help: .hidden) var debugPerturbRank: Int?
     @Option(name: .customLong("debug-perturb-step"), help: .hidden) var debugPerturbStep: Int = 0
+    @Option(name: .customLong("debug-dump-first-batch"), help: .hidden) var debugDumpFirstBatch: String?
 
     func validate() throws {
         try Limits.check(width: width, classes: classes, batch: batch)
@@ -165,6 +166,7 @@ struct Train: ParsableCommand {
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
         if let r = debugFailRank { job.failure = FailureInjection(rank: r, step: debugFailStep, kind: debugFailKind) }
         if let r = debugPerturbRank { job.perturb = (r, debugPerturbStep) }
+        job.dumpFirstBatch = debugDumpFirstBatch
         try job.run(world: Launch.world)
     }
 }

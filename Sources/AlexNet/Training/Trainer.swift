@@ -84,6 +84,9 @@ public final class Trainer {
     public private(set) var assembledAhead: (seconds: Double, images: Int) = (0, 0)
     /// Called after each update with the step number (tests).
     public var afterUpdate: ((Int) throws -> Void)? = nil
+    /// Called with each step's assembled input (3, localBatch, 227, 227) and labels before the network sees them
+    /// (tests: every layout must feed the same pixels).
+    public var inspectBatch: ((Int, UnsafePointer<Float>, [Int32]) throws -> Void)? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
     /// What a --resume changed from the checkpoint's settings (allowed by --resume-allow-changes).
@@ -206,6 +209,7 @@ public final class Trainer {
     /// One training step on an assembled batch: `input` (3, localBatch, 227, 227) and its labels.
     func trainStep(_ step: Int, input: UnsafeMutablePointer<Float>, labels: [Int32]) throws -> (loss: Double, weightSum: Double) {
         let b = settings.batch, local = settings.localBatch, first = settings.firstSample
+        try inspectBatch?(step, input, labels)
         let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
                                                      seed: settings.seed, step: step, firstSample: first)
         try replica.clock.time(.update, .exchange) { try coordination.synchroniseGradients() }
