@@ -57,8 +57,8 @@ final class PreparedStoreTests: XCTestCase {
     }
 
     func prepare(_ listing: ImageFolderListing, out: String, ranks: Int = 1, badFraction: Double = 0.3, commitEvery: Int = 2,
-                 counter: DecodeCounter = DecodeCounter()) throws -> StorePreparation.Summary {
-        let p = StorePreparation(listing: listing, out: out, side: side, badFraction: badFraction, commitEvery: commitEvery,
+                 threads: Int = 1, counter: DecodeCounter = DecodeCounter()) throws -> StorePreparation.Summary {
+        let p = StorePreparation(listing: listing, out: out, side: side, badFraction: badFraction, threads: threads, commitEvery: commitEvery,
                                  decode: decoder(root: listing.root, counter: counter))
         XCTAssertNotEqual(try p.begin(ranks: ranks), .alreadyComplete)
         for r in 0..<ranks { try p.run(rank: r, ranks: ranks) }
@@ -180,11 +180,11 @@ final class PreparedStoreTests: XCTestCase {
         assertSameStore(out, reference)
     }
 
-    func testTwoRanksWriteTheSameBytesAsOne() throws {
+    func testTwoOrThreeRanksWriteTheSameBytesAsOne() throws {
         let listing = try makeFolder("ranks-in")
         let one = Paths.temporaryDirectory("ranks-one"), two = Paths.temporaryDirectory("ranks-two"), three = Paths.temporaryDirectory("ranks-three")
         _ = try prepare(listing, out: one, ranks: 1)
-        _ = try prepare(listing, out: two, ranks: 2)
+        _ = try prepare(listing, out: two, ranks: 2, commitEvery: 3, threads: 3)   // decoding on three threads too
         _ = try prepare(listing, out: three, ranks: 3, commitEvery: 1)
         assertSameStore(two, one)
         assertSameStore(three, one)
