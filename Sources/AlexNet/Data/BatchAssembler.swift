@@ -65,36 +65,11 @@ public final class BatchAssembler: @unchecked Sendable {
             cov[i * 3 + j] = v; cov[j * 3 + i] = v
         } }
         inputStd = Float(((cov[0] + cov[4] + cov[8]) / 3).squareRoot())
-        let (values, vectors) = Self.symmetricEigen3(cov)
-        componentStd = values.map { Float(max(0, $0).squareRoot()) }
-        eigenvectors = vectors.map(Float.init)
-    }
-
-    /// Jacobi eigen-decomposition of a symmetric 3 × 3 matrix: eigenvalues and eigenvectors as columns.
-    static func symmetricEigen3(_ m: [Double]) -> ([Double], [Double]) {
-        var a = m, v: [Double] = [1, 0, 0, 0, 1, 0, 0, 0, 1]
-        for _ in 0..<50 {
-            var p = 0, q = 1, largest = abs(a[1])
-            if abs(a[2]) > largest { p = 0; q = 2; largest = abs(a[2]) }
-            if abs(a[5]) > largest { p = 1; q = 2; largest = abs(a[5]) }
-            if largest < 1e-12 { break }
-            let theta = (a[q * 3 + q] - a[p * 3 + p]) / (2 * a[p * 3 + q])
-            let t = (theta >= 0 ? 1 : -1) / (abs(theta) + (theta * theta + 1).squareRoot())
-            let c = 1 / (t * t + 1).squareRoot(), s = t * c
-            for k in 0..<3 {   // A ← A·J
-                let akp = a[k * 3 + p], akq = a[k * 3 + q]
-                a[k * 3 + p] = c * akp - s * akq; a[k * 3 + q] = s * akp + c * akq
-            }
-            for k in 0..<3 {   // A ← Jᵀ·A
-                let apk = a[p * 3 + k], aqk = a[q * 3 + k]
-                a[p * 3 + k] = c * apk - s * aqk; a[q * 3 + k] = s * apk + c * aqk
-            }
-            for k in 0..<3 {
-                let vkp = v[k * 3 + p], vkq = v[k * 3 + q]
-                v[k * 3 + p] = c * vkp - s * vkq; v[k * 3 + q] = s * vkp + c * vkq
-            }
+        // LAPACK's ssyev (nil only for a non-finite covariance, which pixels cannot give: then no colour noise).
+        if let (values, vectors) = Lapack.symmetricEigen3(cov) {
+            componentStd = values.map { max(0, $0).squareRoot() }
+            eigenvectors = vectors
         }
-        return ([a[0], a[4], a[8]], v)
     }
 
     /// One of the paper's ten test views: the centre or a corner 227 crop, mirrored or not.

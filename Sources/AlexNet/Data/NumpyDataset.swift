@@ -1,5 +1,6 @@
 // A NumPy dataset directory: images.npy (uint8 (N, H, W, 3) or float32 (N, 3, 227, 227)) and labels.npy (int64/int32 (N,)),
-// with an optional heldout/ subdirectory of the same form for held-out accuracy. Float images must be finite and labels
+// with an optional heldout/ subdirectory of the same form for held-out accuracy. A store written by `prepare` is refused
+// until its manifest.json says it is complete. Float images must be finite and labels
 // in 0..<2²⁴; both are checked once when the folder is opened.
 import Foundation
 
@@ -15,6 +16,7 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw AlexNetError("--data \(directory): no such directory (expected a folder with images.npy and labels.npy)")
         }
+        try PreparedStore.checkComplete(directory: directory)   // a store `prepare` did not finish
         let imagesPath = (directory as NSString).appendingPathComponent("images.npy")
         let labelsPath = (directory as NSString).appendingPathComponent("labels.npy")
         images = try NpyArray(path: imagesPath, allowed: [.uint8, .float32])

@@ -140,6 +140,18 @@ public struct NpyArray {
 
     /// Writes a C-order array of any NumPy type string (tests use it to make files this reader must refuse).
     public static func write(path: String, descr: String, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        var out = try header(path: path, descr: descr, shape: shape)
+        out.append(contentsOf: bytes)
+        do { try out.write(to: URL(fileURLWithPath: path)) } catch {
+            throw AlexNetError("\(path): cannot write (\(error.localizedDescription))")
+        }
+    }
+}
+
+extension NpyArray {
+    /// The bytes of a version 1.0 .npy file before its data (magic, header length, header padded to 64 bytes), for
+    /// writers that stream the data after it (prepare's images.npy).
+    public static func header(path: String, descr: String, shape: [Int]) throws -> Data {
         var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(describe(shape)), }"
         while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
         header += "\n"
@@ -148,10 +160,7 @@ public struct NpyArray {
         var out = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0])
         out.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
         out.append(Data(header.utf8))
-        out.append(contentsOf: bytes)
-        do { try out.write(to: URL(fileURLWithPath: path)) } catch {
-            throw AlexNetError("\(path): cannot write (\(error.localizedDescription))")
-        }
+        return out
     }
 }
 
