@@ -19,11 +19,18 @@ public final class BatchAssembler: @unchecked Sendable {
     /// Standard deviation of the PCA noise weights α (the paper: 0.1).
     public var colourNoise: Float = 0.1
 
-    /// Computes the mean image and the RGB principal components from up to `sampleLimit` training images
-    /// spread evenly over the set.
+    /// Takes the mean image and the RGB principal components from the set when it carries them (a prepared store),
+    /// else computes them from up to `sampleLimit` training images spread evenly over the set.
     public init(training: ImageDataset, seed: UInt64, sampleLimit: Int = 20_000) {
         storage = training.storage
         self.seed = seed
+        if let st = training.pixelStatistics, case .pixels(let h, let w) = storage, st.mean.count == h * w * 3 {
+            mean = st.mean
+            componentStd = st.eigenvalues.map { max(0, $0).squareRoot() }
+            eigenvectors = st.eigenvectors
+            inputStd = (st.eigenvalues.reduce(0, +) / 3).squareRoot()   // the trace is the sum of the eigenvalues
+            return
+        }
         guard case .pixels(let h, let w) = storage else {
             // Tensors are used as they are: only their spread is measured (for the He initialisation of conv1).
             let samples = min(training.count, 64), plane = 227 * 227

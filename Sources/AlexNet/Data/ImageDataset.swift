@@ -19,7 +19,21 @@ public protocol ImageDataset: AnyObject, Sendable {
     func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int)
 }
 
+/// A pixel training set's mean image and RGB principal components, computed once (by `prepare`) instead of sampled
+/// at every start.
+public struct PixelStatistics: Sendable {
+    public var mean: [Float]            // (H, W, 3), pixel units
+    public var eigenvalues: [Float]     // (3,), pixel units²
+    public var eigenvectors: [Float]    // (3, 3), row-major, the vectors as columns
+    public init(mean: [Float], eigenvalues: [Float], eigenvectors: [Float]) {
+        self.mean = mean; self.eigenvalues = eigenvalues; self.eigenvectors = eigenvectors
+    }
+}
+
 public extension ImageDataset {
+    /// Precomputed statistics of the set, if it carries them (a prepared store does).
+    var pixelStatistics: PixelStatistics? { nil }
+
     func pixels(_ index: Int, into: UnsafeMutablePointer<UInt8>) { preconditionFailure("\(name) holds tensors, not pixels") }
     func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int) {
         preconditionFailure("\(name) holds pixels, not tensors")

@@ -59,6 +59,35 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
         }
         count = s[0]
         name = directory
+        pixelStatistics = try Self.statistics(directory: directory, storage: storage)
+    }
+
+    public let pixelStatistics: PixelStatistics?
+
+    /// mean.npy (H, W, 3) and pca.npy (4, 3) written by `prepare` beside the images, if both are there.
+    static func statistics(directory: String, storage: ImageStorage) throws -> PixelStatistics? {
+        let meanPath = (directory as NSString).appendingPathComponent("mean.npy")
+        let pcaPath = (directory as NSString).appendingPathComponent("pca.npy")
+        guard case .pixels(let h, let w) = storage, FileManager.default.fileExists(atPath: meanPath),
+              FileManager.default.fileExists(atPath: pcaPath) else { return nil }
+        let mean = try NpyArray(path: meanPath, allowed: [.float32]), pca = try NpyArray(path: pcaPath, allowed: [.float32])
+        guard mean.shape == [h, w, 3] else {
+            throw AlexNetError("\(meanPath): shape \(mean.shape) does not match the images' (\(h), \(w), 3); rerun alexnet-mpi prepare")
+        }
+        guard pca.shape == [4, 3] else { throw AlexNetError("\(pcaPath): shape \(pca.shape), expected (4, 3); rerun alexnet-mpi prepare") }
+        let m = mean.withBytes { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: Float.self), count: h * w * 3)) }
+        let p = pca.withBytes { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: Float.self), count: 12)) }
+        guard m.allSatisfy({ $0.isFinite }), p.allSatisfy({ $0.isFinite }) else {
+            throw AlexNetError("\(directory): mean.npy or pca.npy holds a value that is not finite; rerun alexnet-mpi prepare")
+        }
+        return PixelStatistics(mean: m, eigenvalues: Array(p[0..<3]), eigenvectors: Array(p[3..<12]))
+    }
+
+    /// The class names of a prepared store (classes.txt), nil for a folder without one.
+    public static func classNames(directory: String) throws -> [String]? {
+        let path = (directory as NSString).appendingPathComponent("classes.txt")
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try PreparedStore.classes(directory: directory)
     }
 
     /// Labels are class indices below 2²⁴ (the largest class count a checkpoint's state may hold).
@@ -104,8 +133,14 @@ public final class NumpyDataset: ImageDataset, @unchecked Sendable {
         case .pixels(let h, let w): kind = "uint8 \(h)×\(w) pixels"
         case .tensors: kind = "float32 3×227×227 tensors"
         }
-        return DataSplits(train: train, heldOut: heldOut ?? train, heldOutIsTrainingSet: heldOut == nil, classes: classCount,
+        var splits = DataSplits(train: train, heldOut: heldOut ?? train, heldOutIsTrainingSet: heldOut == nil, classes: classCount,
                           description: "\(directory): \(train.count) images (\(kind)), \(classCount) classes, "
-                              + (heldOut.map { "\($0.count) held-out images" } ?? "no heldout/ folder: accuracy is measured on the training set"))
+                              + (heldOut.map { "\($0.count) held-out images" } ?? "no heldout/ folder: accuracy is measured on the training set")
+                              + (train.pixelStatistics != nil ? "; mean image and colour PCA from mean.npy and pca.npy" : ""))
+        splits.classNames = try classNames(directory: directory)
+        if let names = splits.classNames, names.count != classCount {
+            throw AlexNetError("\(directory)/classes.txt names \(names.count) classes but the network has \(classCount); leave --classes out or prepare the folder again")
+        }
+        return splits
     }
 }
