@@ -53,7 +53,7 @@ public enum ImageDecoder {
 
     /// Decodes a JPEG or PNG held in memory; `name` (a path) is only used in error messages.
     public static func decode(bytes: UnsafeRawBufferPointer, name: String) throws -> DecodedImage {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { throw AlexNetError("\(name): empty file") }
+        guard let base = bytes.baseAddress, bytes.count > 0 else { throw AlexNetError("\(name): empty file (0 bytes); remove or replace it") }
         let jpegMagic: [UInt8] = [0xFF, 0xD8, 0xFF]
         let pngMagic: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
         if bytes.count >= jpegMagic.count && bytes.prefix(jpegMagic.count).elementsEqual(jpegMagic) {
@@ -69,7 +69,7 @@ public enum ImageDecoder {
     /// Checks a header's size before anything is allocated.
     static func checkSize(width: Int, height: Int, format: String, name: String) throws {
         guard width > 0 && height > 0 else {
-            throw AlexNetError("\(name): \(format) header says \(width) × \(height) pixels (an empty image)")
+            throw AlexNetError("\(name): truncated or corrupt \(format): its header gives a \(width) × \(height) image; remove or replace the file")
         }
         guard width.multipliedReportingOverflow(by: height).partialValue <= maxPixels, width <= maxPixels, height <= maxPixels else {
             throw AlexNetError("\(name): \(format) header says \(width) × \(height) pixels, more than the \(maxPixels) this decoder accepts")

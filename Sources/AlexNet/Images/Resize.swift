@@ -38,23 +38,28 @@ public enum ImageResize {
         image.pixels.withUnsafeBufferPointer { source in
             horizontal.withUnsafeMutableBufferPointer { out in
                 columns.weights.withUnsafeBufferPointer { weights in
-                    let src = source.baseAddress!, dst = out.baseAddress!, wts = weights.baseAddress!
-                    let sourceStride = image.width * 3, maxTaps = columns.maxTaps
-                    for y in firstRow...lastRow {
-                        let sourceRow = src + y * sourceStride, outRow = dst + (y - firstRow) * rowStride
-                        for j in 0..<side {
-                            var pixel = sourceRow + columns.start[j] * 3
-                            let w = wts + j * maxTaps
-                            var r: Float = 0, g: Float = 0, b: Float = 0
-                            for k in 0..<columns.count[j] {
-                                r += w[k] * Float(pixel[0])
-                                g += w[k] * Float(pixel[1])
-                                b += w[k] * Float(pixel[2])
-                                pixel += 3
+                    columns.start.withUnsafeBufferPointer { starts in
+                        columns.count.withUnsafeBufferPointer { counts in
+                            let src = source.baseAddress!, dst = out.baseAddress!, wts = weights.baseAddress!
+                            let sourceStride = image.width * 3, maxTaps = columns.maxTaps
+                            for y in firstRow...lastRow {
+                                let sourceRow = src + y * sourceStride, outRow = dst + (y - firstRow) * rowStride
+                                for j in 0..<side {
+                                    var pixel = sourceRow + starts[j] * 3
+                                    var w = wts + j * maxTaps
+                                    var r: Float = 0, g: Float = 0, b: Float = 0
+                                    for _ in 0..<counts[j] {
+                                        r += w.pointee * Float(pixel[0])
+                                        g += w.pointee * Float(pixel[1])
+                                        b += w.pointee * Float(pixel[2])
+                                        pixel += 3
+                                        w += 1
+                                    }
+                                    outRow[3 * j] = r
+                                    outRow[3 * j + 1] = g
+                                    outRow[3 * j + 2] = b
+                                }
                             }
-                            outRow[3 * j] = r
-                            outRow[3 * j + 1] = g
-                            outRow[3 * j + 2] = b
                         }
                     }
                 }
@@ -75,7 +80,11 @@ public enum ImageResize {
                             for c in 0..<rowStride { acc[c] += w * row[c] }
                         }
                         let out = result.baseAddress! + i * rowStride
-                        for c in 0..<rowStride { out[c] = UInt8(min(max(acc[c] + 0.5, 0), 255)) }
+                        // Round to nearest: adding 2^23 to a Float in [0, 255] leaves the integer in the low bits
+                        // (ties to even), which vectorises where UInt8(Float)'s range checks do not.
+                        for c in 0..<rowStride {
+                            out[c] = UInt8(truncatingIfNeeded: (min(max(acc[c], 0), 255) + 8_388_608).bitPattern)
+                        }
                     }
                 }
             }
