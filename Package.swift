@@ -43,6 +43,17 @@ let package = Package(
             pkgConfig: "mpi",
             providers: [.apt(["libopenmpi-dev"])]
         ),
+        // JPEG and PNG decoding of the image folders (libjpeg-turbo's TurboJPEG API and libpng), through pkg-config.
+        .systemLibrary(
+            name: "CTurboJPEG",
+            pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]
+        ),
+        .systemLibrary(
+            name: "CPNG",
+            pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]
+        ),
         // The arithmetic: sgemm wrapper, im2col, the layers' forward and backward, counter-based randomness.
         .target(
             name: "AlexNetKernels",
@@ -52,7 +63,7 @@ let package = Package(
         // Everything else that is not MPI: model, data, files, training, benchmark (checked arithmetic).
         .target(
             name: "AlexNet",
-            dependencies: ["AlexNetKernels"],
+            dependencies: ["AlexNetKernels", "CTurboJPEG", "CPNG"],
             swiftSettings: [.unsafeFlags(cpuFlags, .when(configuration: .release))]
         ),
         // The MPI transport and layouts: the only Swift code that imports MPI.

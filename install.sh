@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what alexnet-mpi needs on Debian (Open MPI, OpenBLAS, pkg-config), builds the release binary,
+# Installs what alexnet-mpi needs on Debian (Open MPI, OpenBLAS, libjpeg-turbo, libpng, pkg-config), builds the release binary,
 # puts `alexnet-mpi` on PATH (/usr/local/bin), and — unless --no-run — trains the default job.
 # Usage: ./install.sh [--no-run] [train options…]
 set -euo pipefail
@@ -9,7 +9,7 @@ run_after=1
 if [[ ${1:-} == --no-run ]]; then run_after=0; shift; fi
 
 need=()
-for pkg in libopenmpi-dev openmpi-bin libopenblas-dev pkg-config; do
+for pkg in libopenmpi-dev openmpi-bin libopenblas-dev libturbojpeg0-dev libpng-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
