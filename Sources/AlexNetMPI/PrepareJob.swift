@@ -41,7 +41,16 @@ public struct PrepareJob {
                 return try ImageFolderListing.scanFlat(root: source, labelFile: labelFile, classes: try PreparedStore.classes(directory: classesFrom),
                                                        labelBase: labelBase)
             }
-            return try ImageFolderListing.scan(root: source)
+            let found = try ImageFolderListing.scan(root: source)
+            // A validation folder in class folders must name the training store's classes, in its order.
+            if let classesFrom, case let expected = try PreparedStore.classes(directory: classesFrom), found.classes != expected {
+                let missing = expected.filter { !found.classes.contains($0) }, extra = found.classes.filter { !expected.contains($0) }
+                throw AlexNetError("\(source): its class folders differ from the classes of \(classesFrom) (\(found.classes.count) vs \(expected.count)"
+                                   + (missing.isEmpty ? "" : "; missing \(missing.prefix(3).joined(separator: ", "))")
+                                   + (extra.isEmpty ? "" : "; not in training \(extra.prefix(3).joined(separator: ", "))")
+                                   + "); give every training class a folder (an empty one is allowed)")
+            }
+            return found
         }
         let preparation = StorePreparation(listing: listing, out: out, side: side, badFraction: badFraction, threads: threads,
                                            commitEvery: commitEvery, decode: decode)
@@ -73,19 +82,28 @@ public struct PrepareJob {
 
         // Pass 1: rank 0 shows its share's progress scaled by the rank count (the shares differ by at most one file).
         let reporter = rank == 0 ? ProgressReporter(label: "prepare", total: listing.files.count, interval: progressInterval) : nil
+        let started = PhaseClock.now()
         let part = try preparation.run(rank: rank, ranks: ranks) { done, assigned in
             reporter?.update(done == assigned ? listing.files.count : min(listing.files.count, done * ranks))
         }
         reporter?.finish(listing.files.count)
         if let why = part.restarted { print("prepare: rank \(rank): \(why)"); fflush(nil) }
         try world?.barrier()
+        let seconds = Double(PhaseClock.now() - started) * 1e-9
+        let decoded = try world?.sum(Double(part.good + part.bad - part.resumedAt)) ?? Double(part.good + part.bad - part.resumedAt)
+        if decoded > 0 {
+            say(String(format: "prepare: decoded and resized %.0f images in %.1f s: %.0f images/s, %.0f a core (%d rank%@ × %d thread%@)",
+                       decoded, seconds, decoded / seconds, decoded / seconds / Double(ranks * threads), ranks, ranks == 1 ? "" : "s",
+                       threads, threads == 1 ? "" : "s"))
+        }
         guard rank == 0 else { return }
 
         // Pass 2.
         let writer = ProgressReporter(label: "write images.npy", total: listing.files.count, interval: progressInterval)
         let summary = try preparation.finish(ranks: ranks) { done, _ in writer.update(done) }
         writer.finish(listing.files.count)
-        for bad in summary.badFiles { say("prepare: skipped \(bad.file): \(bad.reason)") }
+        // Once each: the decoder's reason names the file already.
+        for bad in summary.badFiles { say("prepare: skipped " + (bad.reason.contains(bad.file) ? bad.reason : "\(bad.file): \(bad.reason)")) }
         say("prepare: \(out): \(ProgressReporter.grouped(summary.images)) images of \(summary.classes) classes"
             + (summary.badFiles.isEmpty ? "" : ", \(summary.badFiles.count) bad files skipped (listed in bad.txt)")
             + String(format: "; colour PCA eigenvalues %.1f, %.1f, %.1f", summary.eigenvalues[0], summary.eigenvalues[1], summary.eigenvalues[2]))

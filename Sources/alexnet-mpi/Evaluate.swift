@@ -47,8 +47,19 @@ struct Evaluate: ParsableCommand {
         (job.mode, job.width, job.classes, job.threads) = (mode, width, classes, threadOptions.count)
         job.views = views == .both ? [false, true] : [views == .ten]
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
-        // TODO(progress): the shared progress reporter once it lands; until then a plain line every pass on rank 0.
-        job.progress = { done, total in print("evaluate: \(done)/\(total) images"); fflush(nil) }
+        // One reporter an evaluation (centre, then ten views): a bar on a terminal, a line every 10 s in a log.
+        let reporters = ReporterBox()
+        job.progress = { done, total in
+            if reporters.current == nil || done < reporters.last { reporters.current = ProgressReporter(label: "evaluate", total: total) }
+            reporters.last = done
+            if done >= total { reporters.current?.finish(done) } else { reporters.current?.update(done) }
+        }
         _ = try job.run(world: Launch.world)
     }
+}
+
+/// The progress reporter of the evaluation under way (the job calls back on rank 0's thread).
+final class ReporterBox {
+    var current: ProgressReporter? = nil
+    var last = 0
 }

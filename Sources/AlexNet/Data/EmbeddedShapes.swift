@@ -118,4 +118,55 @@ extension EmbeddedShapes {
             try NpyArray.write(path: directory + "/labels.npy", dtype: .int64, shape: [count], bytes: $0)
         }
     }
+
+    /// How `exportImages` lays out its JPEG files.
+    public enum FolderLayout: String, CaseIterable, Sendable {
+        /// directory/<class name>/<index>.JPEG, as ILSVRC's training set.
+        case classFolders = "folders"
+        /// directory/<index>.JPEG and directory/labels.txt (one class name a line, in file-name order), as ILSVRC's
+        /// validation set.
+        case flat
+    }
+
+    /// Writes `count` images as JPEG files of `width` × `height` (the 256 × 256 image stretched, nearest pixel): a
+    /// folder of real image files to try `prepare` on and to measure it with (ILSVRC's typical photo is 500 × 375).
+    public static func exportImages(seed: UInt64, heldOut: Bool, count: Int, to directory: String, layout: FolderLayout,
+                                    width: Int = 500, height: Int = 375, quality: Int = 90) throws {
+        let set = EmbeddedShapes(seed: seed, heldOut: heldOut, count: count)
+        let fm = FileManager.default
+        func makeFolder(_ path: String) throws {
+            do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+                throw AlexNetError("\(path): cannot create the folder (\(error.localizedDescription))")
+            }
+        }
+        try makeFolder(directory)
+        if layout == .classFolders { for name in classNames { try makeFolder(directory + "/" + name) } }
+        let source = UnsafeMutablePointer<UInt8>.allocate(capacity: side * side * 3)
+        defer { source.deallocate() }
+        var stretched = [UInt8](repeating: 0, count: width * height * 3)   // (height, width, 3)
+        let digits = String(count - 1).count
+        for i in 0..<count {
+            set.pixels(i, into: source)
+            for y in 0..<height {
+                let sy = y * side / height
+                for x in 0..<width {
+                    let from = (sy * side + x * side / width) * 3, to = (y * width + x) * 3
+                    stretched[to] = source[from]; stretched[to + 1] = source[from + 1]; stretched[to + 2] = source[from + 2]
+                }
+            }
+            let jpeg = try ImageEncoder.jpeg(DecodedImage(width: width, height: height, pixels: stretched), quality: quality)
+            let number = String(repeating: "0", count: max(0, digits - String(i).count)) + String(i)
+            let name = (layout == .classFolders ? classNames[set.label(i)] + "/" : "") + "\(heldOut ? "val" : "train")_\(number).JPEG"
+            guard fm.createFile(atPath: directory + "/" + name, contents: Data(jpeg)) else {
+                throw AlexNetError("\(directory)/\(name): cannot write the file (check the folder's permissions and free space)")
+            }
+        }
+        if layout == .flat {
+            // Class names, not indices: the indices of a prepared training folder are its sorted folder names'.
+            let labels = (0..<count).map { classNames[set.label($0)] + "\n" }.joined()
+            guard fm.createFile(atPath: directory + "/labels.txt", contents: Data(labels.utf8)) else {
+                throw AlexNetError("\(directory)/labels.txt: cannot write the file")
+            }
+        }
+    }
 }

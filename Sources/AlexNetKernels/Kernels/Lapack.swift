@@ -22,6 +22,11 @@ public enum Lapack {
         var lwork = Int32(max(1, 3 * n - 1) + 64 * n)   // ≥ 3n − 1 (the minimum); the block size LAPACK prefers is small
         var work = [Float](repeating: 0, count: Int(lwork))
         let jobz: CChar = 0x56, uplo: CChar = 0x4C    // "V": values and vectors; "L"
+        // On one thread: OpenBLAS's BLAS calls inside ssyev sum in another order with more threads, and the last bits
+        // of the result would depend on how many cores the process was given (one process vs a rank under mpirun).
+        let threads = Blas.threads
+        Blas.setThreads(1)
+        defer { Blas.setThreads(threads) }
         withUnsafePointer(to: jobz) { jobzPointer in
             withUnsafePointer(to: uplo) { uploPointer in
                 ssyev_(jobzPointer, uploPointer, &order, &a, &lda, &w, &work, &lwork, &info, 1, 1)
