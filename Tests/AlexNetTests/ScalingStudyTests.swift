@@ -106,7 +106,9 @@ final class ScalingStudyTests: ProcessTestCase {
             let measured = try XCTUnwrap(p["step_ms"] as? Double), predicted = try XCTUnwrap(p["predicted_step_ms"] as? Double)
             XCTAssertGreaterThan(measured, 0)
             XCTAssertGreaterThan(predicted, 0)
-            XCTAssertEqual(try XCTUnwrap(p["ratio"] as? Double), measured / predicted, accuracy: 1e-9)
+            // The compared figure is the fastest run's (the least disturbed), and the median run's beside it.
+            XCTAssertEqual(try XCTUnwrap(p["ratio"] as? Double), try XCTUnwrap(p["step_ms_min"] as? Double) / predicted, accuracy: 1e-9)
+            XCTAssertEqual(try XCTUnwrap(p["ratio_median_run"] as? Double), measured / predicted, accuracy: 1e-9)
             XCTAssertLessThanOrEqual(try XCTUnwrap(p["step_ms_min"] as? Double), measured)
             XCTAssertGreaterThanOrEqual(try XCTUnwrap(p["step_ms_max"] as? Double), measured)
             // The gradient allreduce of W = 0.125, 10 classes crosses the link whole: 3,594,216 bytes.
