@@ -22,6 +22,8 @@ public struct TrainingJob {
     public var epochs: Int? = nil
     public var failure: FailureInjection? = nil
     public var perturb: (rank: Int, step: Int)? = nil
+    /// --metrics FILE.jsonl, written by rank 0.
+    public var metricsPath: String? = nil
     /// Writes the first step's input and labels of this rank to PREFIX.rank<r>.input.npy / .labels.npy (tests).
     public var dumpFirstBatch: String? = nil
     public init() {}
@@ -72,6 +74,18 @@ public struct TrainingJob {
         let trainer = try Trainer(settings: s, data: splits, replica: assembly.replica, coordination: { _ in assembly })
         try assembly.startTraining()
         if let f = failure, f.rank == rank { inject(f, into: trainer) }
+        if let path = metricsPath, rank == 0 {
+            let log = try MetricsLog(path: path)
+            var run: [String: Any] = ["kind": "run", "time": ISO8601DateFormatter().string(from: Date()), "layout": layout.mode.rawValue,
+                                      "ranks": size, "threads": plan.threads, "first_step": trainer.firstStep, "steps": s.steps,
+                                      "batch": s.batch, "width": s.model.width, "classes": s.model.classes, "dataset": s.dataset,
+                                      "training_images": splits.train.count, "steps_per_epoch": trainer.batchesPerEpoch,
+                                      "blas": BlasKernels.report]
+            run["resumed_from"] = trainer.resumedFrom
+            run["options"] = Dictionary(options.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+            log.write(run)
+            trainer.metrics = log
+        }
         if let prefix = dumpFirstBatch {
             let first = trainer.firstStep, local = s.localBatch
             trainer.inspectBatch = { step, input, labels in
@@ -86,9 +100,15 @@ public struct TrainingJob {
                    s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay, s.model.dropout, s.seed, s.initialisation.rawValue,
                    s.augment ? "on" : "off"))
         if let path = s.initFrom { say("weights from \(path)") }
-        if let path = s.resume {
+        if let path = trainer.resumedFrom {
             say("resuming \(path) at step \(trainer.firstStep)"
                 + (trainer.resumeChanges.isEmpty ? "" : "; changed: " + trainer.resumeChanges.joined(separator: "; ")))
+        } else if s.autoResume, let dir = s.checkpointDirectory {
+            say("--auto-resume: \(dir) holds no checkpoint yet; starting at step 0")
+        }
+        if let dir = s.checkpointDirectory {
+            say("checkpoints: \(dir)/step-*.safetensors, the newest \(s.keepCheckpoints) kept"
+                + (s.saveEvery > 0 ? ", every \(s.saveEvery) steps" : "") + (s.saveEachEpoch ? ", each epoch" : "") + " and at the end")
         }
         assembly.resetCounters()
         let r = try trainer.run()

@@ -159,6 +159,11 @@ public final class LayoutAssembly: RankCoordination {
         return c
     }
 
+    public var traffic: Traffic {
+        let c = counters
+        return Traffic(exchangeBytes: 4 * (c.towerFloats + c.sliceFloats), allreduceBytes: 4 * c.reducedFloats, waitingSeconds: c.towerWaiting)
+    }
+
     /// The counters as training left them: the evaluation pass after it moves data too.
     public func trainingFinished() { frozen = counters }
 

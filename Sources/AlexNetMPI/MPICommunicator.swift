@@ -13,10 +13,7 @@ public final class MPICommunicator: @unchecked Sendable {   // immutable after i
     public let worldRanks: [Int]
 
     /// Whether this process was started by an MPI launcher (mpirun / srun), so MPI must be initialised.
-    public static var launchedByMPI: Bool {
-        let env = ProcessInfo.processInfo.environment
-        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil
-    }
+    public static var launchedByMPI: Bool { Terminal.isMPIRank }
 
     /// Every MPI call of this process goes through this lock, so that a progress thread may test requests while
     /// the main thread computes (MPI_THREAD_SERIALIZED: one thread in MPI at a time). Only MPI_Abort bypasses it.

@@ -11,7 +11,7 @@ struct AlexNetCommand: ParsableCommand {
         commandName: "alexnet-mpi",
         abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS, in one process or across MPI ranks.",
         discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process. --mode chooses data, hybrid or owt (conv-data/fc-model) instead.",
-        subcommands: [Train.self, Bench.self, Prepare.self, Evaluate.self, Predict.self, ExportEmbedded.self, SgemmRate.self],
+        subcommands: [Train.self, Bench.self, BenchLoader.self, Prepare.self, Evaluate.self, Predict.self, ExportEmbedded.self, SgemmRate.self],
         defaultSubcommand: Train.self)
 
     /// Errors of ours become one line on stderr (naming the rank under MPI) and stop every rank;
@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
 
     @Option(help: ArgumentHelp(Train.modeHelp))
     var mode: ParallelMode?
-    @Option(help: "Continue from a checkpoint written by --save (weights, momentum, step), up to --steps in all.")
+    @Option(help: "Continue from a checkpoint written by --save (weights, momentum, step), up to --steps in all; or from the newest good checkpoint of a --checkpoint-dir folder.")
     var resume: String?
     @Option(name: .customLong("resume-allow-changes"), help: ArgumentHelp("With --resume: settings that may differ from the checkpoint's, comma-separated: seed, data, dropout (otherwise a difference is refused).", valueName: "names"))
     var resumeAllowChanges: String?
@@ -109,10 +109,22 @@ struct Train: ParsableCommand {
     var save: String?
     @Option(name: .customLong("loss-log"), help: "Write each step's loss (step and value, one a line) to this file.")
     var lossLog: String?
-    @Option(name: .customLong("save-every"), help: "Also write --save every N steps, so a crash loses at most N steps (0: only at the end).")
+    @Option(help: "Write metrics as JSON lines to this file (appended): the run's settings, then a line a step (loss, learning rate, images/s, time split, bytes moved) and an evaluation; flushed line by line.")
+    var metrics: String?
+    @Option(name: .customLong("save-every"), help: "Also write --save (and a checkpoint into --checkpoint-dir) every N steps, so a crash loses at most N steps (0: only at the end).")
     var saveEvery: Int = 0
+    @Option(name: .customLong("checkpoint-dir"), help: "Folder of step-numbered checkpoints (step-000001234.safetensors) with a 'latest' pointer, written with --save-every, --save-each-epoch and at the end; resume with --resume DIR or --auto-resume.")
+    var checkpointDir: String?
+    @Option(help: "Checkpoints --checkpoint-dir keeps (the newest).")
+    var keep: Int = 3
+    @Flag(name: .customLong("save-each-epoch"), help: "With --checkpoint-dir: also save at the end of every epoch.")
+    var saveEachEpoch = false
+    @Flag(name: .customLong("auto-resume"), help: "With --checkpoint-dir: continue from its newest checkpoint that loads, or start afresh if it holds none (for jobs that are preempted and requeued).")
+    var autoResume = false
     @Flag(name: .customLong("ten-crop"), help: "Held-out accuracy from the paper's ten views (four corners and the centre, and their mirrors), softmax averaged.")
     var tenCrop = false
+    @Option(name: .customLong("eval-every"), help: "Also measure held-out accuracy every N steps (0: only at the end).")
+    var evalEvery: Int = 0
     @Flag(name: .customLong("no-augment"), help: "No random crop, flip or colour noise; batches in file order.")
     var noAugment = false
     @Flag(name: .customLong("no-prefetch"), help: "Assemble each batch when its step starts, instead of on a background thread while the step before trains (the same numbers either way; for comparisons).")
@@ -135,8 +147,13 @@ struct Train: ParsableCommand {
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
         guard checkWeightsEvery >= 0 else { throw ValidationError("--check-weights-every must not be negative") }
+        guard evalEvery >= 0 else { throw ValidationError("--eval-every must not be negative (got \(evalEvery))") }
         guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
-        if saveEvery > 0 && save == nil { throw ValidationError("--save-every needs --save FILE") }
+        if saveEvery > 0 && save == nil && checkpointDir == nil { throw ValidationError("--save-every needs --save FILE or --checkpoint-dir DIR") }
+        guard keep >= 1 else { throw ValidationError("--keep must be at least 1 (got \(keep))") }
+        if saveEachEpoch && checkpointDir == nil { throw ValidationError("--save-each-epoch needs --checkpoint-dir DIR") }
+        if autoResume && checkpointDir == nil { throw ValidationError("--auto-resume needs --checkpoint-dir DIR") }
+        if autoResume && resume != nil { throw ValidationError("give --resume or --auto-resume, not both") }
         if resume != nil && initFrom != nil { throw ValidationError("give --resume or --init-from, not both") }
         if resumeAllowChanges != nil && resume == nil { throw ValidationError("--resume-allow-changes goes with --resume") }
         let unknown = allowedChanges.subtracting(Self.changeableOnResume)
@@ -161,6 +178,8 @@ struct Train: ParsableCommand {
         (s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay) = (batch, steps, lr, momentum, weightDecay)
         (s.seed, s.augment, s.initialisation, s.initFrom, s.save, s.lossLog) = (seed, !noAugment, initialisation, initFrom, save, lossLog)
         (s.resume, s.resumeAllowedChanges, s.saveEvery, s.tenCrop, s.prefetch) = (resume, allowedChanges, saveEvery, tenCrop, !noPrefetch)
+        s.evalEvery = evalEvery
+        (s.checkpointDirectory, s.keepCheckpoints, s.saveEachEpoch, s.autoResume) = (checkpointDir, keep, saveEachEpoch, autoResume)
         job.settings = s
         (job.mode, job.dataDirectory, job.classes, job.epochs) = (mode, data, classes, epochs)
         (job.threads, job.checkWeightsEvery) = (threadOptions.count, checkWeightsEvery)
@@ -168,6 +187,7 @@ struct Train: ParsableCommand {
         if let r = debugFailRank { job.failure = FailureInjection(rank: r, step: debugFailStep, kind: debugFailKind) }
         if let r = debugPerturbRank { job.perturb = (r, debugPerturbStep) }
         job.dumpFirstBatch = debugDumpFirstBatch
+        job.metricsPath = metrics
         try job.run(world: Launch.world)
     }
 }

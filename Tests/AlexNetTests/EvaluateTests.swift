@@ -58,6 +58,38 @@ final class EvaluateTests: ProcessTestCase {
         }
     }
 
+    /// --eval-every measures held-out accuracy between steps without disturbing training: the losses equal a run's
+    /// without it, bit for bit (the prefetcher fills its buffers meanwhile), in one process and under mpirun -np 2.
+    func testEvalEveryReportsBetweenStepsAndLeavesTrainingAlone() throws {
+        let dir = Paths.temporaryDirectory("eval-every")
+        for (sub, extra) in [("", ["--count", "128"]), ("/heldout", ["--count", "40", "--held-out"])] {
+            let r = runProcess(Paths.binary, ["export-embedded", "--out", dir + "/data" + sub] + extra, timeout: 60)
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let common = ["train", "--data", dir + "/data", "--width", "0.125", "--batch", "16", "--steps", "12", "--threads", "1"]
+        for ranks in [1, 2] {
+            func run(_ name: String, _ extra: [String]) -> (out: String, losses: [Double]) {
+                let log = dir + "/\(name)-\(ranks).log"
+                let args = common + ["--loss-log", log] + extra + (ranks == 2 ? ["--mode", "data"] : [])
+                var r: (status: Int32, out: String, err: String)
+                if ranks == 1 {
+                    r = runProcess(Paths.binary, args, timeout: 120)
+                } else {
+                    let m = mpirun(["-np", "2", Paths.binary] + args, timeout: 180)
+                    r = (m.status, m.out, m.err)
+                }
+                XCTAssertEqual(r.status, 0, "\(name) on \(ranks): \(r.err)")
+                return (r.out, readLosses(log))
+            }
+            let plain = run("plain", []), evaluated = run("evaluated", ["--eval-every", "5"])
+            XCTAssertEqual(plain.losses.count, 12)
+            XCTAssertEqual(evaluated.losses, plain.losses, "\(ranks) rank(s): --eval-every changed the training")
+            let lines = evaluated.out.split(separator: "\n").filter { $0.hasPrefix("step 5: held-out top-1") || $0.hasPrefix("step 10: held-out top-1") }
+            XCTAssertEqual(lines.count, 2, evaluated.out)
+            XCTAssertFalse(plain.out.contains("step 5: held-out"))
+        }
+    }
+
     /// Weights without training state (as PyTorch writes them) need --width and --classes; a missing file is named.
     func testEvaluateWeightsWithoutState() throws {
         let dir = Paths.temporaryDirectory("evaluate-stateless")

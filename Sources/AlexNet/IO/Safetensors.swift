@@ -271,6 +271,10 @@ public struct SafetensorsFile {
             unlink(temporary)
             throw AlexNetError("\(path): cannot write (\(reason)); check the disk has space")
         }
+        // Failure-injection tests kill the process here: a pause (ms) between the complete temporary file and its rename.
+        if let pause = ProcessInfo.processInfo.environment["ALEXNET_DEBUG_SAVE_DELAY_MS"].flatMap(UInt32.init), pause > 0 {
+            usleep(min(pause, 10_000) * 1000)
+        }
         // rename(2) replaces an existing file atomically: readers see the old file or the new one, never half.
         guard rename(temporary, path) == 0 else {
             let reason = String(cString: strerror(errno))

@@ -18,10 +18,22 @@ public protocol RankCoordination: AnyObject {
     func trainingFinished()
     /// Whether this rank prints progress (rank 0 does).
     var prints: Bool { get }
+    /// So far on this rank: bytes sent in tower or fc-slice exchanges, bytes contributed to gradient allreduces, and
+    /// seconds spent waiting for a partner inside the tower exchanges (metrics take the difference over a step).
+    var traffic: Traffic { get }
 }
 
 public extension RankCoordination {
     func trainingFinished() {}
+    var traffic: Traffic { Traffic() }
+}
+
+public struct Traffic: Sendable {
+    public var exchangeBytes = 0, allreduceBytes = 0
+    public var waitingSeconds = 0.0
+    public init(exchangeBytes: Int = 0, allreduceBytes: Int = 0, waitingSeconds: Double = 0) {
+        self.exchangeBytes = exchangeBytes; self.allreduceBytes = allreduceBytes; self.waitingSeconds = waitingSeconds
+    }
 }
 
 /// One process holding the whole model: nothing to synchronise.

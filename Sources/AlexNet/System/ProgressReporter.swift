@@ -15,7 +15,7 @@ public final class ProgressReporter: @unchecked Sendable {   // mutable state un
 
     /// `terminal`: rewrite one line (default: whether standard output is a terminal); otherwise print a line every
     /// `interval` seconds. `clock` (seconds) and `output` (text to write as it is) are replaceable for tests.
-    public init(label: String, total: Int, interval: Double = 10, terminal: Bool = isatty(1) != 0,
+    public init(label: String, total: Int, interval: Double = 10, terminal: Bool = Terminal.isInteractive,
                 clock: @escaping @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 },
                 output: @escaping @Sendable (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) {
         self.label = label; self.total = total; self.interval = interval; self.terminal = terminal

@@ -13,7 +13,7 @@ public struct TrainingSettings: Sendable {
     public var initialisation: Initialisation = .paper
     public var initFrom: String? = nil
     public var save: String? = nil
-    public var progressEvery: Double = 2           // seconds between progress lines
+    public var progressEvery: Double = 2           // seconds between progress lines in a log (a terminal's line is rewritten)
     public var layout: ReplicaLayout = .sequential
     public var dataThreads = 1                      // threads that assemble batches
     /// Assemble the next step's batch on a background thread while this one trains (BatchPrefetcher): the same
@@ -23,7 +23,15 @@ public struct TrainingSettings: Sendable {
     public var lossLog: String? = nil               // file that receives each step's loss, one a line
     public var resume: String? = nil                // checkpoint to continue from (weights, momentum, step)
     public var saveEvery = 0                        // also write --save every this many steps (0: only at the end)
+    /// --checkpoint-dir: step-numbered checkpoints (every saveEvery steps, each epoch with saveEachEpoch, and at the
+    /// end) and a `latest` pointer; the newest keepCheckpoints are kept.
+    public var checkpointDirectory: String? = nil
+    public var keepCheckpoints = 3
+    public var saveEachEpoch = false
+    /// With checkpointDirectory: continue from its newest checkpoint that loads, or start afresh when it holds none.
+    public var autoResume = false
     public var tenCrop = false                      // evaluate on 10 crops (corners, centre, and their mirrors)
+    public var evalEvery = 0                        // also evaluate the held-out set every this many steps (0: at the end only)
     /// What mean-subtracted pixels are multiplied by, when given (evaluate: the checkpoint's); else from --init.
     public var inputScale: Float? = nil
     public var writesFiles = true                   // whether this process writes --save and --loss-log (rank 0 does)
@@ -59,6 +67,8 @@ public struct TrainingSummary: Sendable {
     public var stoppedAtStep: Int? = nil
     /// What a --resume changed from the checkpoint's settings (allowed by --resume-allow-changes), for the summary.
     public var resumeChanges: [String] = []
+    /// The evaluations during training (--eval-every): after which step, top-1 and top-5 accuracy.
+    public var evaluations: [(step: Int, top1: Double, top5: Double)] = []
 }
 
 public final class Trainer {
@@ -84,16 +94,22 @@ public final class Trainer {
     public private(set) var assembledAhead: (seconds: Double, images: Int) = (0, 0)
     /// Called after each update with the step number (tests).
     public var afterUpdate: ((Int) throws -> Void)? = nil
+    /// --metrics: a JSON line a step and an evaluation (rank 0 only; nil elsewhere).
+    public var metrics: MetricsLog? = nil
     /// Called with each step's assembled input (3, localBatch, 227, 227) and labels before the network sees them
     /// (tests: every layout must feed the same pixels).
     public var inspectBatch: ((Int, UnsafePointer<Float>, [Int32]) throws -> Void)? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
+    /// The checkpoint the run continues from, and the newer ones of its folder passed over (why), if it resumed.
+    public private(set) var resumedFrom: String? = nil
+    public private(set) var resumeSkipped: [String] = []
     /// What a --resume changed from the checkpoint's settings (allowed by --resume-allow-changes).
     public private(set) var resumeChanges: [String] = []
     /// The step of the last checkpoint this run wrote (or resumed from), for messages.
     public private(set) var lastSavedStep: Int? = nil
     let input: UnsafeMutablePointer<Float>          // (3, N, 227, 227)
+    var evaluationInput: UnsafeMutablePointer<Float>? = nil   // (3, N, 227, 227), with --eval-every
     /// The loss log, opened before the first step (nil on ranks that do not write files).
     var lossFile: FileHandle? = nil
 
@@ -117,14 +133,13 @@ public final class Trainer {
         log = coordination.prints ? { print($0); fflush(nil) } : { _ in }
         // Weights first: a bad file is reported before the pass over the data.
         if let path = settings.initFrom { _ = try self.replica.load(path) }
-        if let path = settings.resume {
-            guard let state = try self.replica.load(path, momentum: true) else {
-                throw AlexNetError("\(path): no training state in the file (written by --save of alexnet-mpi?); use --init-from to start from its weights")
-            }
+        if let (path, state) = try Self.resumePoint(settings: settings, replica: self.replica) {
             resumeChanges = try Self.checkResume(state, path: path, settings: settings)
             firstStep = state.step
             lastSavedStep = state.step
+            resumedFrom = path
         }
+        if let dir = settings.checkpointDirectory, settings.writesFiles { try CheckpointDirectory(path: dir).prepare() }
         // Output files before any work: a bad path refuses in seconds instead of after the training.
         if settings.writesFiles {
             if let path = settings.save { try OutputFiles.checkWritable(path, option: "--save") }
@@ -139,14 +154,43 @@ public final class Trainer {
         assembler.threads = settings.dataThreads
         input = .allocate(capacity: 3 * settings.localBatch * 227 * 227)
         input.initialize(repeating: 0, count: 3 * settings.localBatch * 227 * 227)
-        if settings.initFrom == nil && settings.resume == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
+        // Evaluations between steps get their own input: the prefetcher is filling `input` or its spare meanwhile.
+        if settings.evalEvery > 0 {
+            evaluationInput = .allocate(capacity: 3 * settings.localBatch * 227 * 227)
+            evaluationInput!.initialize(repeating: 0, count: 3 * settings.localBatch * 227 * 227)
+        }
+        if settings.initFrom == nil && resumedFrom == nil { self.replica.initialise(settings.initialisation, seed: settings.seed) }
     }
 
-    deinit { input.deallocate(); try? lossFile?.close() }
+    deinit { input.deallocate(); evaluationInput?.deallocate(); try? lossFile?.close() }
 
     /// What a resumed run may differ in from its checkpoint: the step must lie in [0, --steps), the model's shapes
     /// must match, and seed, dataset and dropout may change only when --resume-allow-changes names them.
     /// Returns the allowed changes, described for the summary.
+    /// The checkpoint to continue from, loaded into `replica` (weights and momentum) with its state: --resume FILE,
+    /// --resume DIR (the newest checkpoint there that loads and verifies), or with --auto-resume the newest in
+    /// --checkpoint-dir if it holds one. Nil: start afresh.
+    static func resumePoint(settings: TrainingSettings, replica: Replica) throws -> (String, TrainingState)? {
+        func loadState(_ path: String) throws -> TrainingState {
+            guard let state = try replica.load(path, momentum: true) else {
+                throw AlexNetError("\(path): no training state in the file (written by --save of alexnet-mpi?); use --init-from to start from its weights")
+            }
+            return state
+        }
+        if let path = settings.resume, !CheckpointDirectory.isDirectory(path) { return (path, try loadState(path)) }
+        guard let folder = settings.resume ?? (settings.autoResume ? settings.checkpointDirectory : nil) else { return nil }
+        var state: TrainingState? = nil
+        let found = CheckpointDirectory(path: folder).newest { state = try loadState($0) }
+        guard let found, let state else {
+            if settings.resume == nil { return nil }   // --auto-resume with an empty folder: a fresh start
+            throw AlexNetError("--resume \(folder): the folder holds no checkpoint that loads (step-*.safetensors); resume from a file, or start without --resume")
+        }
+        if !found.skipped.isEmpty, settings.writesFiles {
+            print("resume: passed over " + found.skipped.joined(separator: "; ")); fflush(nil)
+        }
+        return (found.path, state)
+    }
+
     static func checkResume(_ state: TrainingState, path: String, settings: TrainingSettings) throws -> [String] {
         guard state.step >= 0 else {
             throw AlexNetError("\(path): the stored step \(state.step) is negative (a damaged or hand-edited file); resume from another checkpoint")
@@ -213,7 +257,8 @@ public final class Trainer {
         let localLoss = try replica.computeGradients(input: input, batch: local, labels: labels, normaliser: b,
                                                      seed: settings.seed, step: step, firstSample: first)
         try replica.clock.time(.update, .exchange) { try coordination.synchroniseGradients() }
-        let loss = try coordination.sumOverShares(localLoss) / Double(b)
+        // The end-of-step collectives are where a rank waits for the others: charged to (loss, exchange).
+        let loss = try replica.clock.time(.loss, .exchange) { try coordination.sumOverShares(localLoss) } / Double(b)
         guard loss.isFinite else { return (loss, .nan) }
         let weightSum = try replica.update(learningRate: settings.learningRate, momentum: settings.momentum,
                                            weightDecay: settings.weightDecay)
@@ -261,8 +306,9 @@ public final class Trainer {
             var labels: [Int32] = []
             scores.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
             for view in views {
-                labels = assembler.assemble(set, indices: indices, epoch: 0, augment: false, view: view, into: input)
-                let logits = try replica.evaluate(input: input, batch: n)
+                let buffer = evaluationInput ?? input
+                labels = assembler.assemble(set, indices: indices, epoch: 0, augment: false, view: view, into: buffer)
+                let logits = try replica.evaluate(input: buffer, batch: n)
                 scores.withUnsafeMutableBufferPointer {
                     SoftmaxCrossEntropy.addProbabilities(logits: logits, classes: classes, batch: n, to: $0.baseAddress!)
                 }
@@ -296,21 +342,27 @@ public final class Trainer {
             let (epoch, indices) = localIndices(step: firstStep, cache: &cache)
             p.prefetch(step: firstStep, epoch: epoch, indices: indices)
         }
+        var smoothed: Double? = nil   // the loss, exponentially averaged over about 20 steps, for the progress line
+        let terminal = coordination.prints && Terminal.isInteractive
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
+            let stepStart = PhaseClock.now(), clockBefore = replica.clock.seconds, trafficBefore = coordination.traffic
             let loss: Double, weightSum: Double
             if let p = prefetcher {
                 let batch = try replica.clock.time(.data, .forward) { try p.take(step: step) }   // the data wait
                 if step + 1 < settings.steps {
-                    let (epoch, indices) = localIndices(step: step + 1, cache: &cache)
-                    p.prefetch(step: step + 1, epoch: epoch, indices: indices)
+                    // Charged to data too: waking the background thread can hand it this core for a while.
+                    try replica.clock.time(.data, .forward) {
+                        let (epoch, indices) = localIndices(step: step + 1, cache: &cache)
+                        p.prefetch(step: step + 1, epoch: epoch, indices: indices)
+                    }
                 }
                 (loss, weightSum) = try trainStep(step, input: batch.input, labels: batch.labels)
             } else {
                 (loss, weightSum) = try trainStep(step, cache: &cache)
             }
             let mine = report(loss: loss, weightSum: weightSum)
-            let agreed = try coordination.agree(mine)
+            let agreed = try replica.clock.time(.loss, .exchange) { try coordination.agree(mine) }
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
@@ -323,24 +375,46 @@ public final class Trainer {
             }
             summary.losses.append(loss)
             lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
-            if let path = settings.save, settings.saveEvery > 0, (step + 1) % settings.saveEvery == 0, step + 1 < settings.steps,
-               agreed.stopRank == nil {   // a stop saves below, once
-                try saveCheckpoint(path, step: step + 1)   // a crash later loses at most saveEvery steps
+            if let m = metrics {
+                m.write(stepMetrics(step: step, loss: loss, seconds: Double(PhaseClock.now() - stepStart) * 1e-9,
+                                    clockBefore: clockBefore, trafficBefore: trafficBefore))
+            }
+            if loss.isFinite { smoothed = smoothed.map { 0.95 * $0 + 0.05 * loss } ?? loss }
+            if agreed.stopRank == nil, step + 1 < settings.steps {   // a stop saves below, once
+                try periodicSave(after: step + 1)   // a crash later loses at most saveEvery steps (or an epoch)
             }
             if let who = agreed.stopRank {
                 summary.stoppedAtStep = step + 1
                 lastStep = step
                 log("stopping after step \(step + 1): a stop was requested (SIGTERM or SIGINT\(who == settings.rank && settings.rank == 0 ? "" : " on rank \(who)"))")
             }
+            if settings.evalEvery > 0, (step + 1) % settings.evalEvery == 0, step + 1 < settings.steps, summary.stoppedAtStep == nil {
+                let (top1, top5) = try evaluate()   // every rank, at the same step: its passes are collective
+                summary.evaluations.append((step + 1, top1, top5))
+                metrics?.write(["kind": "evaluation", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch),
+                                "top1": top1, "top5": top5, "views": settings.tenCrop ? "ten" : "centre",
+                                "split": data.heldOutIsTrainingSet ? "training" : "held-out"])
+                if terminal { print("") }   // below the progress line it rewrites
+                log(String(format: "step %d: %@ top-1 %.2f%%, top-5 %.2f%%", step + 1,
+                           (data.heldOutIsTrainingSet ? "training-set" : "held-out") + (settings.tenCrop ? " 10-crop" : ""), 100 * top1, 100 * top5))
+            }
             let now = PhaseClock.now()
             let elapsed = Double(now - start) * 1e-9
-            if step == lastStep || step == 0 || Double(now - lastPrint) * 1e-9 >= settings.progressEvery {
+            // On a terminal one line rewritten several times a second; in a log a line every progressEvery seconds.
+            if step == lastStep || step == firstStep || Double(now - lastPrint) * 1e-9 >= (terminal ? 0.2 : settings.progressEvery) {
                 lastPrint = now
                 let done = step + 1 - firstStep
                 let rate = Double(done * settings.batch) / elapsed
                 let eta = elapsed / Double(done) * Double(settings.steps - step - 1)
-                log(String(format: "step %5d/%d  epoch %3d  loss %.4f  %7.1f img/s  ETA %@",
-                           step + 1, settings.steps, step / batchesPerEpoch, loss, rate, Self.clockText(eta)))
+                let line = String(format: "step %5d/%d  epoch %3d  loss %.4f (smoothed %.4f)  lr %g  %7.1f img/s  ETA %@",
+                                  step + 1, settings.steps, step / batchesPerEpoch, loss, smoothed ?? loss, Double(settings.learningRate),
+                                  rate, Self.clockText(eta))
+                if terminal {
+                    print("\r" + line + "\u{1B}[K", terminator: step == lastStep || summary.stoppedAtStep != nil ? "\n" : "")
+                    fflush(nil)
+                } else {
+                    log(line)
+                }
             }
             if summary.stoppedAtStep != nil { break }
         }
@@ -355,8 +429,9 @@ public final class Trainer {
         let ahead = prefetcher == nil ? "" : String(format: " waited (%.0f%% of the images assembled ahead: %.1f ms a step on a background thread)",
                                                     100 * Double(assembledAhead.images) / (n * Double(settings.localBatch)),
                                                     1e3 * assembledAhead.seconds / n)
-        log(String(format: "time per step: data %.1f ms%@, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
-                   1e3 * data / n, ahead, 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
+        let stepSeconds = c.total
+        log(String(format: "time per step: data %.1f ms%@ = %.1f%% of the step, forward %.1f ms, backward %.1f ms, exchange %.1f ms, update %.1f ms",
+                   1e3 * data / n, ahead, 100 * data / max(stepSeconds, 1e-12), 1e3 * (c.total(.forward) - data) / n, 1e3 * (c.total(.backward) - update) / n,
                    1e3 * c.total(.exchange) / n, 1e3 * update / n))
         summary.imagesPerSecond = Double((stepsDone - firstStep) * settings.batch) / max(summary.seconds, 1e-9)
         coordination.trainingFinished()
@@ -366,9 +441,60 @@ public final class Trainer {
             try saveCheckpoint(path, step: stepsDone)
             if writesFiles { log("saved \(path) at step \(stepsDone)") }
         }
+        if settings.checkpointDirectory != nil, lastSavedStep != stepsDone {
+            let path = try saveToDirectory(step: stepsDone)
+            log("saved \(path) at step \(stepsDone)")
+        }
         if summary.stoppedAtStep != nil { return summary }   // asked to stop: no evaluation pass
         (summary.top1, summary.top5) = try evaluate()
+        metrics?.write(["kind": "evaluation", "step": stepsDone, "epoch": Double(stepsDone) / Double(batchesPerEpoch),
+                        "top1": summary.top1, "top5": summary.top5, "views": settings.tenCrop ? "ten" : "centre",
+                        "split": self.data.heldOutIsTrainingSet ? "training" : "held-out", "final": true])
         return summary
+    }
+
+    /// The metrics line of a step: its time split (this rank's clock; the phases add up to the step but for the
+    /// end-of-step agreement and logging) and the bytes this rank moved in it.
+    func stepMetrics(step: Int, loss: Double, seconds: Double, clockBefore: [Double], trafficBefore: Traffic) -> [String: Any] {
+        let after = replica.clock.seconds, phases = Phase.allCases.count
+        func delta(_ stage: Stage, _ phase: Phase) -> Double {
+            let i = stage.rawValue * phases + phase.rawValue
+            return after[i] - clockBefore[i]
+        }
+        func total(_ phase: Phase) -> Double { Stage.allCases.reduce(0) { $0 + delta($1, phase) } }
+        let data = delta(.data, .forward), update = delta(.update, .backward), allreduce = delta(.update, .exchange)
+        let traffic = coordination.traffic
+        // Waiting: for the partner inside the tower exchanges, and in the end-of-step collectives (loss sum, agreement).
+        let collectives = delta(.loss, .exchange)
+        let waiting = collectives + min(traffic.waitingSeconds - trafficBefore.waitingSeconds, total(.exchange) - allreduce - collectives)
+        let ms: [String: Double] = [
+            "data_wait": data, "forward": total(.forward) - data, "backward": total(.backward) - update,
+            "exchange": total(.exchange) - allreduce - waiting, "waiting": waiting, "allreduce": allreduce, "update": update,
+        ].mapValues { $0 * 1e3 }
+        return ["kind": "step", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch), "loss": loss,
+                "lr": Double(settings.learningRate), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
+                "step_ms": seconds * 1e3, "time_ms": ms,
+                "bytes": ["exchange": traffic.exchangeBytes - trafficBefore.exchangeBytes,
+                          "allreduce": traffic.allreduceBytes - trafficBefore.allreduceBytes]]
+    }
+
+    /// The saves due after `stepsDone` steps: --save every saveEvery steps; into the checkpoint folder every saveEvery
+    /// steps and at each epoch's end with saveEachEpoch.
+    func periodicSave(after stepsDone: Int) throws {
+        let every = settings.saveEvery > 0 && stepsDone % settings.saveEvery == 0
+        let epochEnd = settings.saveEachEpoch && stepsDone % max(1, batchesPerEpoch) == 0
+        if every, let path = settings.save { try saveCheckpoint(path, step: stepsDone) }
+        if (every || epochEnd) && settings.checkpointDirectory != nil { _ = try saveToDirectory(step: stepsDone) }
+    }
+
+    /// Writes the checkpoint of `step` into the checkpoint folder (every rank takes part), then rank 0 moves
+    /// `latest` to it and removes the oldest beyond keepCheckpoints. Returns the file's path.
+    func saveToDirectory(step: Int) throws -> String {
+        let dir = CheckpointDirectory(path: settings.checkpointDirectory!, keep: settings.keepCheckpoints)
+        let path = dir.file(step: step)
+        try saveCheckpoint(path, step: step)
+        if settings.writesFiles { try dir.commit(step: step) }
+        return path
     }
 
     public func saveCheckpoint(_ path: String, step: Int) throws {

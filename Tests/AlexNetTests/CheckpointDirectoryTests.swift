@@ -1,0 +1,111 @@
+// Checkpoint folders for long runs: step-numbered files, a `latest` pointer, the newest kept; resuming takes the newest
+// that verifies; a run resumed from its folder equals one that never stopped, in one process and under mpirun (model
+// and data), also after SIGKILLs at random moments, several of them during checkpoint writes.
+import AlexNet
+import Foundation
+import XCTest
+
+final class CheckpointDirectoryTests: ProcessTestCase {
+    override class var needsMPI: Bool { true }
+
+    func testCommitKeepsTheNewestAndPointsLatestAtTheLastOne() throws {
+        let dir = CheckpointDirectory(path: Paths.temporaryDirectory("checkpoint-folder") + "/run", keep: 2)
+        try dir.prepare()
+        for step in [5, 10, 15] {
+            FileManager.default.createFile(atPath: dir.file(step: step), contents: Data("checkpoint \(step)".utf8))
+            try dir.commit(step: step)
+        }
+        XCTAssertEqual(dir.steps(), [10, 15])
+        XCTAssertEqual(dir.latest(), "step-000000015.safetensors")
+        XCTAssertEqual(CheckpointDirectory.step(ofFile: "step-000000015.safetensors"), 15)
+        XCTAssertNil(CheckpointDirectory.step(ofFile: "latest"))
+        // latest names an older file (a crash between the checkpoint and the pointer): it is tried first, then the rest
+        // newest first.
+        try Data("step-000000010.safetensors\n".utf8).write(to: URL(fileURLWithPath: dir.path + "/latest"))
+        XCTAssertEqual(dir.candidates().map { ($0 as NSString).lastPathComponent }, ["step-000000010.safetensors", "step-000000015.safetensors"])
+        // newest() passes over what does not load, saying why.
+        let found = dir.newest { path in if path.hasSuffix("10.safetensors") { throw AlexNetError("\(path): damaged") } }
+        XCTAssertEqual(found.map { ($0.path as NSString).lastPathComponent }, "step-000000015.safetensors")
+        XCTAssertEqual(found?.skipped.count, 1)
+        XCTAssertTrue(found?.skipped.first?.contains("damaged") ?? false)
+        XCTAssertNil(dir.newest { _ in throw AlexNetError("nothing loads") })
+    }
+
+    let common = ["train", "--width", "0.125", "--batch", "8", "--threads", "1", "--seed", "4", "--lr", "0.01"]
+
+    func train(_ args: [String], ranks: Int, mode: String? = nil, environment: [String: String] = [:]) -> (status: Int32, out: String, err: String) {
+        let all = common + args + (mode.map { ["--mode", $0] } ?? [])
+        if ranks == 1 { return runProcess(Paths.binary, all, environment: environment, timeout: 300) }
+        let r = mpirun(["-np", "\(ranks)", Paths.binary] + all, timeout: 300)
+        return (r.status, r.out, r.err)
+    }
+
+    /// 2k steps in one go, and k steps then k more resumed from the folder: the same checkpoint bytes (weights, momentum,
+    /// state) and the same per-step losses, with augmentation and dropout on, in one process, model and data layouts.
+    func testAResumedRunEqualsOneThatNeverStopped() throws {
+        let root = Paths.temporaryDirectory("checkpoint-resume")
+        for (name, ranks, mode) in [("single", 1, nil as String?), ("model", 2, "model"), ("data", 2, "data")] {
+            let whole = root + "/\(name)-whole", parts = root + "/\(name)-parts"
+            var r = train(["--steps", "12", "--checkpoint-dir", whole, "--save-every", "4", "--loss-log", whole + ".log"], ranks: ranks, mode: mode)
+            XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
+            r = train(["--steps", "6", "--checkpoint-dir", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
+            XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
+            r = train(["--steps", "12", "--checkpoint-dir", parts, "--resume", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
+            XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
+            XCTAssertTrue(r.out.contains("resuming \(parts)/step-000000006.safetensors at step 6"), "\(name): \(r.out)")
+            let a = FileManager.default.contents(atPath: CheckpointDirectory(path: whole).file(step: 12))
+            let b = FileManager.default.contents(atPath: CheckpointDirectory(path: parts).file(step: 12))
+            XCTAssertNotNil(a, name)
+            XCTAssertTrue(a == b, "\(name): the resumed run's final checkpoint differs from the uninterrupted run's")
+            XCTAssertEqual(readLosses(whole + ".log").count, 12, name)
+            XCTAssertEqual(readLosses(parts + ".log"), readLosses(whole + ".log"), "\(name): losses")
+            XCTAssertEqual(CheckpointDirectory(path: whole).steps(), [4, 8, 12], "\(name): the newest 3 kept")
+        }
+    }
+
+    /// SIGKILL at 20 random moments (saves are slowed so that many land inside a checkpoint write); each time
+    /// --auto-resume continues from the newest complete checkpoint; the end equals a run never interrupted.
+    func testKilledTwentyTimesStillEndsAsAnUninterruptedRun() throws {
+        let root = Paths.temporaryDirectory("checkpoint-kill")
+        let steps = ["--steps", "40", "--save-every", "1", "--keep", "2"]
+        let reference = train(steps + ["--checkpoint-dir", root + "/reference", "--loss-log", root + "/reference.log"], ranks: 1)
+        XCTAssertEqual(reference.status, 0, reference.err)
+        let folder = root + "/killed"
+        var generator = SystemRandomNumberGenerator()
+        var duringWrites = 0, kills = 0
+        while kills < 20 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Paths.binary)
+            p.arguments = common + steps + ["--checkpoint-dir", folder, "--auto-resume", "--loss-log", root + "/killed.log"]
+            var environment = ProcessInfo.processInfo.environment
+            environment["ALEXNET_DEBUG_SAVE_DELAY_MS"] = "40"   // a pause between writing a checkpoint and renaming it
+            p.environment = environment
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(UInt32.random(in: 300_000...1_500_000, using: &generator))
+            guard p.isRunning else {   // it finished before the kill: start the whole run again
+                p.waitUntilExit()
+                XCTAssertEqual(p.terminationStatus, 0)
+                try? FileManager.default.removeItem(atPath: folder)
+                try? FileManager.default.removeItem(atPath: root + "/killed.log")
+                continue
+            }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            kills += 1
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            if names.contains(where: { $0.contains(".partial-") }) { duringWrites += 1 }
+        }
+        let last = train(steps + ["--checkpoint-dir", folder, "--auto-resume", "--loss-log", root + "/killed.log"], ranks: 1)
+        XCTAssertEqual(last.status, 0, last.err)
+        XCTAssertGreaterThanOrEqual(duringWrites, 3, "kills inside a checkpoint write (a partial file left behind)")
+        let a = FileManager.default.contents(atPath: CheckpointDirectory(path: root + "/reference").file(step: 40))
+        let b = FileManager.default.contents(atPath: CheckpointDirectory(path: folder).file(step: 40))
+        XCTAssertNotNil(a)
+        XCTAssertTrue(a == b, "after \(kills) kills (\(duringWrites) during writes) the final checkpoint differs from the uninterrupted run's")
+        XCTAssertEqual(readLosses(root + "/killed.log"), readLosses(root + "/reference.log"))
+        XCTAssertFalse(((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains { $0.contains(".partial-") },
+                       "the last save removes stale partial files")
+    }
+}
