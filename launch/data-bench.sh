@@ -32,4 +32,4 @@ echo "== prepare, $threads thread(s)"
 echo "== loader, $threads thread(s), batches of 128"
 "$bin" bench-loader --data "$work/store" --threads "$threads" | head -n 1
 echo "== training, W = 1, batch 128, $steps steps, prefetching (the data wait is what the step waited for its batch)"
-"$bin" train --data "$work/store" --width 1 --batch 128 --steps "$steps" --init paper | grep -E "^time per step|^done"
+"$bin" train --data "$work/store" --width 1 --batch 128 --steps "$steps" | grep -E "^time per step|^done"

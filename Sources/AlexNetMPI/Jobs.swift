@@ -82,7 +82,12 @@ public struct TrainingJob {
                                       "training_images": splits.train.count, "steps_per_epoch": trainer.batchesPerEpoch,
                                       "blas": BlasKernels.report]
             run["resumed_from"] = trainer.resumedFrom
-            run["options"] = Dictionary(options.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+            // The options as given: unset ones and the hidden test hooks left out, Optional("x") as x.
+            var given: [String: String] = [:]
+            for (name, value) in options where value != "nil" && !name.hasPrefix("--debug") {
+                given[name] = value.hasPrefix("Optional(") ? String(value.dropFirst(9).dropLast()).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) : value
+            }
+            run["options"] = given
             log.write(run)
             trainer.metrics = log
         }

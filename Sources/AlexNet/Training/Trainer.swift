@@ -472,7 +472,7 @@ public final class Trainer {
             "exchange": total(.exchange) - allreduce - waiting, "waiting": waiting, "allreduce": allreduce, "update": update,
         ].mapValues { $0 * 1e3 }
         return ["kind": "step", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch), "loss": loss,
-                "lr": Double(settings.learningRate), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
+                "lr": Double("\(settings.learningRate)") ?? Double(settings.learningRate), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
                 "step_ms": seconds * 1e3, "time_ms": ms,
                 "bytes": ["exchange": traffic.exchangeBytes - trafficBefore.exchangeBytes,
                           "allreduce": traffic.allreduceBytes - trafficBefore.allreduceBytes]]
