@@ -31,7 +31,15 @@ final class CheckpointDirectoryTests: ProcessTestCase {
         XCTAssertNil(dir.newest { _ in throw AlexNetError("nothing loads") })
     }
 
-    let common = ["train", "--width", "0.125", "--batch", "8", "--threads", "1", "--seed", "4", "--lr", "0.01"]
+    /// A small NumPy dataset (256 training, 16 held-out images) made once: the runs' final evaluations stay short.
+    static let data: String = {
+        let dir = Paths.temporaryDirectory("checkpoint-data")
+        _ = runProcess(Paths.binary, ["export-embedded", "--out", dir, "--count", "256"], timeout: 60)
+        _ = runProcess(Paths.binary, ["export-embedded", "--out", dir + "/heldout", "--count", "16", "--held-out"], timeout: 60)
+        return dir
+    }()
+
+    var common: [String] { ["train", "--data", Self.data, "--width", "0.125", "--batch", "8", "--threads", "1", "--seed", "4", "--lr", "0.01"] }
 
     func train(_ args: [String], ranks: Int, mode: String? = nil, environment: [String: String] = [:]) -> (status: Int32, out: String, err: String) {
         let all = common + args + (mode.map { ["--mode", $0] } ?? [])

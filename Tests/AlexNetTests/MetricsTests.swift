@@ -10,7 +10,11 @@ final class MetricsTests: ProcessTestCase {
 
     func testMetricsLinesParseAndTheirTimesAddUp() throws {
         let dir = Paths.temporaryDirectory("metrics")
-        let common = ["train", "--width", "0.125", "--batch", "16", "--steps", "8", "--threads", "1", "--eval-every", "4"]
+        for (sub, extra) in [("", ["--count", "128"]), ("/heldout", ["--count", "16", "--held-out"])] {   // short evaluations
+            let r = runProcess(Paths.binary, ["export-embedded", "--out", dir + "/data" + sub] + extra, timeout: 60)
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let common = ["train", "--data", dir + "/data", "--width", "0.125", "--batch", "16", "--steps", "8", "--threads", "1", "--eval-every", "4"]
         for (name, ranks, mode) in [("single", 1, nil as String?), ("model", 2, "model"), ("data", 2, "data")] {
             let path = dir + "/\(name).jsonl"
             let args = common + ["--metrics", path] + (mode.map { ["--mode", $0] } ?? [])

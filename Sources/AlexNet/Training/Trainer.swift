@@ -262,7 +262,7 @@ public final class Trainer {
         guard loss.isFinite else { return (loss, .nan) }
         let weightSum = try replica.update(learningRate: settings.learningRate, momentum: settings.momentum,
                                            weightDecay: settings.weightDecay)
-        try coordination.afterUpdate(step: step, lastStep: settings.steps - 1)
+        try replica.clock.time(.loss, .exchange) { try coordination.afterUpdate(step: step, lastStep: settings.steps - 1) }
         try afterUpdate?(step)
         return (loss, weightSum)
     }
@@ -363,6 +363,7 @@ public final class Trainer {
             }
             let mine = report(loss: loss, weightSum: weightSum)
             let agreed = try replica.clock.time(.loss, .exchange) { try coordination.agree(mine) }
+            let stepSeconds = Double(PhaseClock.now() - stepStart) * 1e-9   // the step's work ends with the agreement
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
@@ -376,7 +377,7 @@ public final class Trainer {
             summary.losses.append(loss)
             lossFile?.write(String(format: "%d %.17g\n", step, loss).data(using: .utf8)!)
             if let m = metrics {
-                m.write(stepMetrics(step: step, loss: loss, seconds: Double(PhaseClock.now() - stepStart) * 1e-9,
+                m.write(stepMetrics(step: step, loss: loss, seconds: stepSeconds,
                                     clockBefore: clockBefore, trafficBefore: trafficBefore))
             }
             if loss.isFinite { smoothed = smoothed.map { 0.95 * $0 + 0.05 * loss } ?? loss }
