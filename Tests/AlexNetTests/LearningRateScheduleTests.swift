@@ -188,7 +188,7 @@ final class LearningRateScheduleTests: XCTestCase {
         typealias S = LearningRateSchedule
         refusal("--lr-schedule", "cosine") { try S.parse(kind: "cosine", base: 0.01) }
         refusal("--lr-schedule step needs --lr-steps", "30,60,80") { try S.parse(kind: "step", base: 0.01) }
-        refusal("--lr-steps", "increasing") { try S.parse(kind: "step", steps: "30,20", base: 0.01) }
+        refusal("--lr-steps 30,20:", "increasing without repeats (20 follows 30)") { try S.parse(kind: "step", steps: "30,20", base: 0.01) }
         refusal("--lr-steps", "without repeats") { try S.parse(kind: "step", steps: "30,30", base: 0.01) }
         refusal("--lr-steps", "'x' is not a number") { try S.parse(kind: "step", steps: "30,x", base: 0.01) }
         refusal("--lr-steps", "'' is not a number") { try S.parse(kind: "step", steps: "30,,60", base: 0.01) }
@@ -231,14 +231,14 @@ final class LearningRateScheduleTests: XCTestCase {
         var bad: [(LearningRateSchedule, String)] = []
         var s = good; s.state.drops = 4; bad.append((s, "4 drops (expected 0 to 3)"))
         s = good; s.state.drops = -1; bad.append((s, "-1 drops"))
-        s = good; s.state.multiplier = 1; bad.append((s, "multiplier 1.0 after 3 drops"))
+        s = good; s.state.multiplier = 1; bad.append((s, "multiplier 1 after 3 drops (expected 0.001)"))
         s = good; s.state.bestError = -0.5; bad.append((s, "best validation error of -0.5"))
         s = good; s.state.bestError = .nan; bad.append((s, "best validation error of nan"))
         s = good; s.state.evaluationsSinceImprovement = -2; bad.append((s, "-2 evaluations"))
         s = good; s.state.history.append(s.state.history[0]); bad.append((s, "4 learning-rate changes for 3 drops"))
         s = good; s.state.history[1].to = .infinity; bad.append((s, "to inf"))
         s = good; s.kind = .paper(factor: 5); bad.append((s, "factor 5"))
-        s = good; s.base = -1; bad.append((s, "lr -1"))
+        s = good; s.base = -1; bad.append((s, "lr -1 ("))
         s = good; s.kind = .step(milestones: [3, 2]); s.state = .init(); bad.append((s, "increasing"))
         s = good; s.kind = .constant; bad.append((s, "3 drops (expected 0 to 0)"))
         for (schedule, words) in bad {

@@ -86,30 +86,33 @@ public struct LearningRateSchedule: Codable, Equatable, Sendable {
         return try LearningRateSchedule(base: base, kind: parsed, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
     }
 
+    /// A number as the command line would take it (30, not 30.0).
+    func g(_ x: Double) -> String { String(format: "%g", x) }
+
     /// The first out-of-range setting: its option, its value, and what it should be.
     func configurationProblem() -> (option: String, value: String, expected: String)? {
-        guard base.isFinite, base > 0 else { return ("--lr", "\(base)", "the base learning rate must be a positive number") }
-        guard warmupEpochs.isFinite, warmupEpochs >= 0 else { return ("--warmup-epochs", "\(warmupEpochs)", "must be a number of epochs ≥ 0 (0: no warm-up)") }
+        guard base.isFinite, base > 0 else { return ("--lr", g(Double(base)), "the base learning rate must be a positive number") }
+        guard warmupEpochs.isFinite, warmupEpochs >= 0 else { return ("--warmup-epochs", g(warmupEpochs), "must be a number of epochs ≥ 0 (0: no warm-up)") }
         guard warmupStartFactor.isFinite, warmupStartFactor > 0, warmupStartFactor <= 1 else {
-            return ("--warmup-start-factor", "\(warmupStartFactor)", "the warm-up starts at --lr times this; it must be in (0, 1]")
+            return ("--warmup-start-factor", g(warmupStartFactor), "the warm-up starts at --lr times this; it must be in (0, 1]")
         }
         switch kind {
         case .constant: break
         case .paper(let patience, let threshold, let factor, let maxDrops):
             guard patience >= 1 else { return ("--lr-patience", "\(patience)", "must be at least 1 (evaluations without improvement before the rate drops)") }
-            guard threshold.isFinite, threshold >= 0 else { return ("--lr-threshold", "\(threshold)", "must be an error-rate difference ≥ 0 (e.g. 0.001 for 0.1 percentage point)") }
-            guard factor.isFinite, factor > 0, factor < 1 else { return ("--lr-schedule paper", "factor \(factor)", "the drop factor must be in (0, 1)") }
+            guard threshold.isFinite, threshold >= 0 else { return ("--lr-threshold", g(threshold), "must be an error-rate difference ≥ 0 (e.g. 0.001 for 0.1 percentage point)") }
+            guard factor.isFinite, factor > 0, factor < 1 else { return ("--lr-schedule paper", "factor \(g(factor))", "the drop factor must be in (0, 1)") }
             guard maxDrops >= 0 else { return ("--lr-schedule paper", "maxDrops \(maxDrops)", "the number of drops must be ≥ 0") }
         case .step(let milestones, let factor):
-            let list = milestones.map { String(format: "%g", $0) }.joined(separator: ",")
+            let list = milestones.map(g).joined(separator: ",")
             guard !milestones.isEmpty else { return ("--lr-steps", "(none)", "give at least one epoch, e.g. 30,60,80") }
             if let bad = milestones.first(where: { !($0.isFinite && $0 > 0) }) {
-                return ("--lr-steps", list, "milestone \(bad) is not a positive epoch")
+                return ("--lr-steps", list, "milestone \(g(bad)) is not a positive epoch")
             }
             if let i = milestones.indices.dropFirst().first(where: { milestones[$0] <= milestones[$0 - 1] }) {
-                return ("--lr-steps", list, "milestones must be increasing without repeats (\(milestones[i]) follows \(milestones[i - 1]))")
+                return ("--lr-steps", list, "milestones must be increasing without repeats (\(g(milestones[i])) follows \(g(milestones[i - 1])))")
             }
-            guard factor.isFinite, factor > 0, factor < 1 else { return ("--lr-schedule step", "factor \(factor)", "the drop factor must be in (0, 1)") }
+            guard factor.isFinite, factor > 0, factor < 1 else { return ("--lr-schedule step", "factor \(g(factor))", "the drop factor must be in (0, 1)") }
         }
         return nil
     }
@@ -126,7 +129,7 @@ public struct LearningRateSchedule: Codable, Equatable, Sendable {
         guard s.drops >= 0, s.drops <= maxDrops else { return "a learning-rate schedule with \(s.drops) drops (expected 0 to \(maxDrops))" }
         let expected = pow(factor, Double(s.drops))
         guard s.multiplier.isFinite, abs(s.multiplier - expected) <= 1e-9 * expected else {
-            return "a learning-rate multiplier \(s.multiplier) after \(s.drops) drops (expected \(expected))"
+            return "a learning-rate multiplier \(g(s.multiplier)) after \(s.drops) drops (expected \(g(expected)))"
         }
         if let best = s.bestError, !(best.isFinite && best >= 0) { return "a best validation error of \(best) (expected a number ≥ 0)" }
         guard s.evaluationsSinceImprovement >= 0 else { return "\(s.evaluationsSinceImprovement) evaluations since the last improvement (expected ≥ 0)" }
