@@ -14,6 +14,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var inputScale: Float? = nil
     /// The class names of the training data (a prepared folder's classes.txt), index = label; nil when it had none.
     public var classNames: [String]? = nil
+    /// The learning-rate schedule with its state (drops, best validation error, history), so a resumed run changes the
+    /// rate where an unbroken one would; nil in files from before it was kept, or from runs without one.
+    public var schedule: LearningRateSchedule? = nil
     public init(step: Int = 0, seed: UInt64 = 0, learningRate: Float = 0.01, model: ModelConfig = ModelConfig()) {
         self.step = step; self.seed = seed; self.learningRate = learningRate; self.model = model
     }
@@ -140,6 +143,7 @@ extension TrainingState {
         guard model.classes >= 2, model.classes <= 1 << 24 else { throw bad("\(model.classes) classes (expected 2 to 2^24)") }
         if let scale = inputScale, !(scale.isFinite && scale > 0) { throw bad("input scale \(scale) (expected a positive number)") }
         guard model.dropout >= 0, model.dropout < 1 else { throw bad("dropout \(model.dropout) (expected 0 ≤ dropout < 1)") }
+        if let problem = schedule?.storedProblem { throw bad(problem) }
         guard model.lrnSize >= 1, model.lrnSize <= 1024, model.lrnAlpha.isFinite, model.lrnBeta.isFinite, model.lrnK.isFinite else {
             throw bad("local response normalisation size \(model.lrnSize), alpha \(model.lrnAlpha), beta \(model.lrnBeta), k \(model.lrnK)")
         }
