@@ -104,6 +104,7 @@ public struct TrainingJob {
         say(String(format: "batch %d, %d steps, lr %g, momentum %g, weight decay %g, dropout %g, seed %d, init %@, augmentation %@",
                    s.batch, s.steps, s.learningRate, s.momentum, s.weightDecay, s.model.dropout, s.seed, s.initialisation.rawValue,
                    s.augment ? "on" : "off"))
+        say("learning rate: " + trainer.schedule.description)
         if let path = s.initFrom { say("weights from \(path)") }
         if let path = trainer.resumedFrom {
             say("resuming \(path) at step \(trainer.firstStep)"

@@ -93,6 +93,18 @@ struct Train: ParsableCommand {
     var epochs: Int?
     @Option(help: "Learning rate ε (the paper's is 0.01, at batch 128).")
     var lr: Float = 0.015
+    @Option(name: .customLong("lr-schedule"), help: "Learning-rate schedule: constant; paper (÷ 10 when the held-out error stops improving, at most 3 times: measured every --eval-every steps, or at each epoch's end); step (÷ 10 at each epoch of --lr-steps, Caffe's multistep).")
+    var lrSchedule: String = "constant"
+    @Option(name: .customLong("lr-steps"), help: ArgumentHelp("With --lr-schedule step: the epochs to divide the rate by 10 at, comma-separated (e.g. 30,60,80).", valueName: "epochs"))
+    var lrSteps: String?
+    @Option(name: .customLong("lr-patience"), help: "With --lr-schedule paper: evaluations without improvement before a drop (default 2).")
+    var lrPatience: Int?
+    @Option(name: .customLong("lr-threshold"), help: "With --lr-schedule paper: an improvement is an error lower than the best by more than this (absolute; default 0.001).")
+    var lrThreshold: Double?
+    @Option(name: .customLong("warmup-epochs"), help: "Linear warm-up over the first epochs (fractions allowed), for large data-parallel batches (Goyal et al. 2017).")
+    var warmupEpochs: Double = 0
+    @Option(name: .customLong("warmup-start-factor"), help: "The warm-up starts at --lr × this, in (0, 1].")
+    var warmupStartFactor: Double = 0.1
     @Option(help: "Momentum μ.")
     var momentum: Float = 0.9
     @Option(name: .customLong("weight-decay"), help: "Weight decay λ (applied to weights and biases, as in the paper).")
@@ -147,6 +159,10 @@ struct Train: ParsableCommand {
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
         guard checkWeightsEvery >= 0 else { throw ValidationError("--check-weights-every must not be negative") }
+        do {
+            _ = try LearningRateSchedule.parse(kind: lrSchedule, steps: lrSteps, patience: lrPatience, threshold: lrThreshold,
+                                               base: lr, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
+        } catch let e as AlexNetError { throw ValidationError(e.description) }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must not be negative (got \(evalEvery))") }
         guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
         if saveEvery > 0 && save == nil && checkpointDir == nil { throw ValidationError("--save-every needs --save FILE or --checkpoint-dir DIR") }
@@ -163,7 +179,7 @@ struct Train: ParsableCommand {
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
     }
 
-    static let changeableOnResume: Set<String> = ["seed", "data", "dropout"]
+    static let changeableOnResume: Set<String> = ["seed", "data", "dropout", "schedule"]
     var allowedChanges: Set<String> {
         Set((resumeAllowChanges ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
     }
@@ -179,6 +195,8 @@ struct Train: ParsableCommand {
         (s.seed, s.augment, s.initialisation, s.initFrom, s.save, s.lossLog) = (seed, !noAugment, initialisation, initFrom, save, lossLog)
         (s.resume, s.resumeAllowedChanges, s.saveEvery, s.tenCrop, s.prefetch) = (resume, allowedChanges, saveEvery, tenCrop, !noPrefetch)
         s.evalEvery = evalEvery
+        s.schedule = try LearningRateSchedule.parse(kind: lrSchedule, steps: lrSteps, patience: lrPatience, threshold: lrThreshold,
+                                                    base: lr, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
         (s.checkpointDirectory, s.keepCheckpoints, s.saveEachEpoch, s.autoResume) = (checkpointDir, keep, saveEachEpoch, autoResume)
         job.settings = s
         (job.mode, job.dataDirectory, job.classes, job.epochs) = (mode, data, classes, epochs)

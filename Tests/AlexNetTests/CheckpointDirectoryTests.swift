@@ -48,27 +48,61 @@ final class CheckpointDirectoryTests: ProcessTestCase {
         return (r.status, r.out, r.err)
     }
 
+    /// The paper's schedule, made to drop at steps 4, 6 and 8: evaluated every 2 steps, a drop after 1 evaluation
+    /// without an improvement of more than 0.9 (none is).
+    let schedule = ["--lr-schedule", "paper", "--lr-patience", "1", "--lr-threshold", "0.9", "--eval-every", "2"]
+
+    func drops(_ out: String) -> Int { out.split(separator: "\n").filter { $0.hasPrefix("learning rate ") && $0.contains(" → ") }.count }
+
     /// 2k steps in one go, and k steps then k more resumed from the folder: the same checkpoint bytes (weights, momentum,
-    /// state) and the same per-step losses, with augmentation and dropout on, in one process, model and data layouts.
+    /// state) and the same per-step losses, with augmentation, dropout and the paper's schedule on (it drops the rate
+    /// before and after the break), in one process, model and data layouts. And a resume from a checkpoint written
+    /// just before an evaluation was due (the periodic save at step 4) makes that evaluation first.
     func testAResumedRunEqualsOneThatNeverStopped() throws {
         let root = Paths.temporaryDirectory("checkpoint-resume")
         for (name, ranks, mode) in [("single", 1, nil as String?), ("model", 2, "model"), ("data", 2, "data")] {
-            let whole = root + "/\(name)-whole", parts = root + "/\(name)-parts"
-            var r = train(["--steps", "12", "--checkpoint-dir", whole, "--save-every", "4", "--loss-log", whole + ".log"], ranks: ranks, mode: mode)
+            let whole = root + "/\(name)-whole", parts = root + "/\(name)-parts", four = root + "/\(name)-from4"
+            var r = train(schedule + ["--steps", "12", "--checkpoint-dir", whole, "--save-every", "4", "--keep", "4", "--loss-log", whole + ".log"],
+                          ranks: ranks, mode: mode)
             XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
-            r = train(["--steps", "6", "--checkpoint-dir", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
+            XCTAssertEqual(drops(r.out), 3, "\(name): the schedule should drop 3 times\n\(r.out)")
+            r = train(schedule + ["--steps", "6", "--checkpoint-dir", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
             XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
-            r = train(["--steps", "12", "--checkpoint-dir", parts, "--resume", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
+            XCTAssertEqual(drops(r.out), 2, "\(name): drops at steps 4 and 6\n\(r.out)")
+            r = train(schedule + ["--steps", "12", "--checkpoint-dir", parts, "--resume", parts, "--loss-log", parts + ".log"], ranks: ranks, mode: mode)
             XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
             XCTAssertTrue(r.out.contains("resuming \(parts)/step-000000006.safetensors at step 6"), "\(name): \(r.out)")
+            XCTAssertEqual(drops(r.out), 1, "\(name): the drop at step 8\n\(r.out)")
             let a = FileManager.default.contents(atPath: CheckpointDirectory(path: whole).file(step: 12))
             let b = FileManager.default.contents(atPath: CheckpointDirectory(path: parts).file(step: 12))
             XCTAssertNotNil(a, name)
             XCTAssertTrue(a == b, "\(name): the resumed run's final checkpoint differs from the uninterrupted run's")
             XCTAssertEqual(readLosses(whole + ".log").count, 12, name)
             XCTAssertEqual(readLosses(parts + ".log"), readLosses(whole + ".log"), "\(name): losses")
-            XCTAssertEqual(CheckpointDirectory(path: whole).steps(), [4, 8, 12], "\(name): the newest 3 kept")
+            XCTAssertEqual(CheckpointDirectory(path: whole).steps(), [4, 8, 12], "\(name): every 4 steps and the end")
+            // The step-4 checkpoint was written before step 4's evaluation: resuming from it evaluates first.
+            try FileManager.default.createDirectory(atPath: four, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: CheckpointDirectory(path: whole).file(step: 4), toPath: CheckpointDirectory(path: four).file(step: 4))
+            r = train(schedule + ["--steps", "12", "--checkpoint-dir", four, "--resume", four], ranks: ranks, mode: mode)
+            XCTAssertEqual(r.status, 0, "\(name): \(r.err)")
+            XCTAssertTrue(r.out.contains("step 4: "), "\(name): the owed evaluation\n\(r.out)")
+            XCTAssertEqual(drops(r.out), 3, "\(name): drops at 4 (owed), 6 and 8")
+            XCTAssertTrue(FileManager.default.contents(atPath: CheckpointDirectory(path: four).file(step: 12)) == a,
+                          "\(name): resumed at step 4, the final checkpoint differs")
         }
+    }
+
+    /// A checkpoint's schedule is kept on resume; another schedule is refused unless allowed.
+    func testResumeKeepsTheScheduleAndRefusesAnother() throws {
+        let root = Paths.temporaryDirectory("checkpoint-schedule")
+        var r = train(schedule + ["--steps", "6", "--checkpoint-dir", root + "/run"], ranks: 1)
+        XCTAssertEqual(r.status, 0, r.err)
+        r = train(["--steps", "8", "--resume", root + "/run", "--lr-schedule", "step", "--lr-steps", "1"], ranks: 1)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("learning-rate schedule") && r.err.contains("--resume-allow-changes schedule"), r.err)
+        r = train(schedule + ["--steps", "8", "--resume", root + "/run"], ranks: 1)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("learning rate: paper") && r.out.contains("at most 3 times; 2 done"), "the start-up line shows the state\n\(r.out)")
     }
 
     /// SIGKILL at 20 random moments (saves are slowed so that many land inside a checkpoint write); each time

@@ -14,6 +14,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var inputScale: Float? = nil
     /// The class names of the training data (a prepared folder's classes.txt), index = label; nil when it had none.
     public var classNames: [String]? = nil
+    /// The held-out evaluation due at this step (--eval-every, or the paper schedule's epoch end) was not done yet
+    /// when the file was written: a resumed run does it first, so its schedule sees what an unbroken run saw.
+    public var pendingEvaluation: Bool? = nil
     /// The learning-rate schedule with its state (drops, best validation error, history), so a resumed run changes the
     /// rate where an unbroken one would; nil in files from before it was kept, or from runs without one.
     public var schedule: LearningRateSchedule? = nil

@@ -6,6 +6,8 @@ public struct TrainingSettings: Sendable {
     public var batch = 64
     public var steps = 300
     public var learningRate: Float = 0.01
+    /// The learning-rate schedule (its base is learningRate); nil: constant.
+    public var schedule: LearningRateSchedule? = nil
     public var momentum: Float = 0.9
     public var weightDecay: Float = 5e-4
     public var seed: UInt64 = 1
@@ -101,6 +103,12 @@ public final class Trainer {
     public var inspectBatch: ((Int, UnsafePointer<Float>, [Int32]) throws -> Void)? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
+    /// The learning-rate schedule and its state (from the checkpoint when resuming), saved in every checkpoint.
+    public private(set) var schedule: LearningRateSchedule
+    /// The last step after which the held-out set was evaluated (nil: none yet in this run), and the result.
+    var lastEvaluation: (step: Int, top1: Double, top5: Double)? = nil
+    /// Whether the checkpoint resumed from owes the evaluation due at its step.
+    var evaluationOwed = false
     /// The checkpoint the run continues from, and the newer ones of its folder passed over (why), if it resumed.
     public private(set) var resumedFrom: String? = nil
     public private(set) var resumeSkipped: [String] = []
@@ -133,8 +141,23 @@ public final class Trainer {
         log = coordination.prints ? { print($0); fflush(nil) } : { _ in }
         // Weights first: a bad file is reported before the pass over the data.
         if let path = settings.initFrom { _ = try self.replica.load(path) }
+        let wanted = try settings.schedule ?? LearningRateSchedule(base: settings.learningRate, kind: .constant)
+        schedule = wanted
         if let (path, state) = try Self.resumePoint(settings: settings, replica: self.replica) {
             resumeChanges = try Self.checkResume(state, path: path, settings: settings)
+            evaluationOwed = state.pendingEvaluation == true
+            // The schedule continues where it was (its drops, best error, history) when it is the same schedule.
+            if let saved = state.schedule {
+                var settingsOnly = saved
+                settingsOnly.state = wanted.state
+                if settingsOnly == wanted {
+                    schedule = saved
+                } else if !settings.resumeAllowedChanges.contains("schedule") {
+                    throw AlexNetError("\(path): saved with the learning-rate schedule \(saved.description); this run asks for \(wanted.description); use the checkpoint's schedule options, or allow a new schedule with --resume-allow-changes schedule")
+                } else {
+                    resumeChanges.append("learning-rate schedule \(saved.description) → \(wanted.description) (starting afresh)")
+                }
+            }
             firstStep = state.step
             lastSavedStep = state.step
             resumedFrom = path
@@ -195,7 +218,8 @@ public final class Trainer {
         guard state.step >= 0 else {
             throw AlexNetError("\(path): the stored step \(state.step) is negative (a damaged or hand-edited file); resume from another checkpoint")
         }
-        guard state.step < settings.steps else {
+        // --auto-resume of a run that already finished (a requeued job): nothing left to train, not an error.
+        guard state.step < settings.steps || (settings.autoResume && settings.resume == nil && state.step == settings.steps) else {
             throw AlexNetError("\(path): already at step \(state.step); ask for more --steps (now \(settings.steps))")
         }
         var network = state.model
@@ -260,7 +284,7 @@ public final class Trainer {
         // The end-of-step collectives are where a rank waits for the others: charged to (loss, exchange).
         let loss = try replica.clock.time(.loss, .exchange) { try coordination.sumOverShares(localLoss) } / Double(b)
         guard loss.isFinite else { return (loss, .nan) }
-        let weightSum = try replica.update(learningRate: settings.learningRate, momentum: settings.momentum,
+        let weightSum = try replica.update(learningRate: learningRate(step: step), momentum: settings.momentum,
                                            weightDecay: settings.weightDecay)
         try replica.clock.time(.loss, .exchange) { try coordination.afterUpdate(step: step, lastStep: settings.steps - 1) }
         try afterUpdate?(step)
@@ -344,8 +368,15 @@ public final class Trainer {
         }
         var smoothed: Double? = nil   // the loss, exponentially averaged over about 20 steps, for the progress line
         let terminal = coordination.prints && Terminal.isInteractive
+        if evaluationOwed, firstStep < settings.steps {   // the evaluation the checkpoint's step was due, first
+            summary.evaluations.append(try scheduledEvaluation(after: firstStep))
+        }
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
+            if let change = schedule.advance(toEpoch: Double(step) / Double(max(1, batchesPerEpoch))) {
+                if terminal { print("") }
+                logScheduleChange(change, step: step)
+            }
             let stepStart = PhaseClock.now(), clockBefore = replica.clock.seconds, trafficBefore = coordination.traffic
             let loss: Double, weightSum: Double
             if let p = prefetcher {
@@ -367,7 +398,7 @@ public final class Trainer {
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
-                let advice = "; lower --lr (now \(settings.learningRate)) or --weight-decay (now \(settings.weightDecay))"
+                let advice = "; lower --lr (now \(learningRate(step: step))) or --weight-decay (now \(settings.weightDecay))"
                 if let why = mine.nonFinite, bad == settings.rank {
                     throw AgreedStop("training blew up at step \(step): \(why);" + kept + advice, printHere: true)
                 }
@@ -389,15 +420,9 @@ public final class Trainer {
                 lastStep = step
                 log("stopping after step \(step + 1): a stop was requested (SIGTERM or SIGINT\(who == settings.rank && settings.rank == 0 ? "" : " on rank \(who)"))")
             }
-            if settings.evalEvery > 0, (step + 1) % settings.evalEvery == 0, step + 1 < settings.steps, summary.stoppedAtStep == nil {
-                let (top1, top5) = try evaluate()   // every rank, at the same step: its passes are collective
-                summary.evaluations.append((step + 1, top1, top5))
-                metrics?.write(["kind": "evaluation", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch),
-                                "top1": top1, "top5": top5, "views": settings.tenCrop ? "ten" : "centre",
-                                "split": data.heldOutIsTrainingSet ? "training" : "held-out"])
+            if evaluationDue(after: step + 1), summary.stoppedAtStep == nil {
                 if terminal { print("") }   // below the progress line it rewrites
-                log(String(format: "step %d: %@ top-1 %.2f%%, top-5 %.2f%%", step + 1,
-                           (data.heldOutIsTrainingSet ? "training-set" : "held-out") + (settings.tenCrop ? " 10-crop" : ""), 100 * top1, 100 * top5))
+                summary.evaluations.append(try scheduledEvaluation(after: step + 1))
             }
             let now = PhaseClock.now()
             let elapsed = Double(now - start) * 1e-9
@@ -408,7 +433,7 @@ public final class Trainer {
                 let rate = Double(done * settings.batch) / elapsed
                 let eta = elapsed / Double(done) * Double(settings.steps - step - 1)
                 let line = String(format: "step %5d/%d  epoch %3d  loss %.4f (smoothed %.4f)  lr %g  %7.1f img/s  ETA %@",
-                                  step + 1, settings.steps, step / batchesPerEpoch, loss, smoothed ?? loss, Double(settings.learningRate),
+                                  step + 1, settings.steps, step / batchesPerEpoch, loss, smoothed ?? loss, Double(learningRate(step: step)),
                                   rate, Self.clockText(eta))
                 if terminal {
                     print("\r" + line + "\u{1B}[K", terminator: step == lastStep || summary.stoppedAtStep != nil ? "\n" : "")
@@ -447,6 +472,10 @@ public final class Trainer {
             log("saved \(path) at step \(stepsDone)")
         }
         if summary.stoppedAtStep != nil { return summary }   // asked to stop: no evaluation pass
+        if let last = lastEvaluation, last.step == stepsDone {   // just measured after the last step
+            (summary.top1, summary.top5) = (last.top1, last.top5)
+            return summary
+        }
         (summary.top1, summary.top5) = try evaluate()
         metrics?.write(["kind": "evaluation", "step": stepsDone, "epoch": Double(stepsDone) / Double(batchesPerEpoch),
                         "top1": summary.top1, "top5": summary.top5, "views": settings.tenCrop ? "ten" : "centre",
@@ -473,10 +502,44 @@ public final class Trainer {
             "exchange": total(.exchange) - allreduce - waiting, "waiting": waiting, "allreduce": allreduce, "update": update,
         ].mapValues { $0 * 1e3 }
         return ["kind": "step", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch), "loss": loss,
-                "lr": Double("\(settings.learningRate)") ?? Double(settings.learningRate), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
+                "lr": Double("\(learningRate(step: step))") ?? Double(learningRate(step: step)), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
                 "step_ms": seconds * 1e3, "time_ms": ms,
                 "bytes": ["exchange": traffic.exchangeBytes - trafficBefore.exchangeBytes,
                           "allreduce": traffic.allreduceBytes - trafficBefore.allreduceBytes]]
+    }
+
+    /// The evaluation between steps (every rank, at the same step: its passes are collective): logged, in the metrics,
+    /// and shown to the learning-rate schedule.
+    func scheduledEvaluation(after stepsDone: Int) throws -> (step: Int, top1: Double, top5: Double) {
+        let (top1, top5) = try evaluate()
+        lastEvaluation = (stepsDone, top1, top5)
+        metrics?.write(["kind": "evaluation", "step": stepsDone, "epoch": Double(stepsDone) / Double(max(1, batchesPerEpoch)),
+                        "top1": top1, "top5": top5, "views": settings.tenCrop ? "ten" : "centre",
+                        "split": data.heldOutIsTrainingSet ? "training" : "held-out"])
+        log(String(format: "step %d: %@ top-1 %.2f%%, top-5 %.2f%%", stepsDone,
+                   (data.heldOutIsTrainingSet ? "training-set" : "held-out") + (settings.tenCrop ? " 10-crop" : ""), 100 * top1, 100 * top5))
+        if let change = schedule.observe(validationError: 1 - top1, epoch: Double(stepsDone) / Double(max(1, batchesPerEpoch))) {
+            logScheduleChange(change, step: stepsDone)
+        }
+        return (stepsDone, top1, top5)
+    }
+
+    func logScheduleChange(_ change: LearningRateSchedule.Change, step: Int) {
+        log(String(format: "learning rate %g → %g at step %d (epoch %.2f): %@", Double(change.from), Double(change.to), step,
+                   change.epoch, change.reason))
+        metrics?.write(["kind": "learning_rate", "step": step, "epoch": change.epoch, "from": Double("\(change.from)") ?? 0,
+                        "to": Double("\(change.to)") ?? 0, "reason": change.reason])
+    }
+
+    /// The learning rate of `step`: the schedule's at the step's fractional epoch.
+    public func learningRate(step: Int) -> Float { schedule.rate(epoch: Double(step) / Double(max(1, batchesPerEpoch))) }
+
+    /// Whether the held-out set is measured after `stepsDone` steps: every --eval-every steps, or with the paper's
+    /// schedule (which needs the validation error) at each epoch's end when --eval-every is not given.
+    func evaluationDue(after stepsDone: Int) -> Bool {
+        if settings.evalEvery > 0 { return stepsDone % settings.evalEvery == 0 }
+        if case .paper = schedule.kind { return stepsDone % max(1, batchesPerEpoch) == 0 }
+        return false
     }
 
     /// The saves due after `stepsDone` steps: --save every saveEvery steps; into the checkpoint folder every saveEvery
@@ -500,6 +563,8 @@ public final class Trainer {
 
     public func saveCheckpoint(_ path: String, step: Int) throws {
         var state = TrainingState(step: step, seed: settings.seed, learningRate: settings.learningRate, model: settings.model)
+        state.schedule = schedule
+        if evaluationDue(after: step), lastEvaluation?.step != step, step > 0 { state.pendingEvaluation = true }
         state.dataset = settings.dataset.isEmpty ? nil : settings.dataset
         state.inputScale = assembler.inputScale
         state.classNames = data.classNames
