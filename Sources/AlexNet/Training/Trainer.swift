@@ -99,6 +99,9 @@ public final class Trainer {
     /// Called with each step's assembled input (3, localBatch, 227, 227) and labels before the network sees them
     /// (tests: every layout must feed the same pixels).
     public var inspectBatch: ((Int, UnsafePointer<Float>, [Int32]) throws -> Void)? = nil
+    /// --trace: opens and closes its step window, gets a "step N" span a step and the prefetch thread's spans
+    /// (the clocks record into it by themselves once attached).
+    public var trace: TraceRecorder? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
     /// The checkpoint the run continues from, and the newer ones of its folder passed over (why), if it resumed.
@@ -336,7 +339,8 @@ public final class Trainer {
         // Double buffering: while step s trains on one input, the background thread fills the other with step s + 1.
         let prefetcher = settings.prefetch ? BatchPrefetcher(
             assembler: assembler, dataset: data.train, augment: settings.augment, input: input,
-            capacity: 3 * settings.localBatch * 227 * 227, threads: settings.dataThreads, beforeAssembling: beforeAssembling) : nil
+            capacity: 3 * settings.localBatch * 227 * 227, threads: settings.dataThreads, beforeAssembling: beforeAssembling,
+            trace: trace) : nil
         defer { prefetcher?.stop() }   // whatever ends the loop (a throw too), the thread ends with it
         if let p = prefetcher, firstStep < settings.steps {
             let (epoch, indices) = localIndices(step: firstStep, cache: &cache)
@@ -346,6 +350,7 @@ public final class Trainer {
         let terminal = coordination.prints && Terminal.isInteractive
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
+            trace?.beginStep(step)
             let stepStart = PhaseClock.now(), clockBefore = replica.clock.seconds, trafficBefore = coordination.traffic
             let loss: Double, weightSum: Double
             if let p = prefetcher {
@@ -380,6 +385,7 @@ public final class Trainer {
                 m.write(stepMetrics(step: step, loss: loss, seconds: stepSeconds,
                                     clockBefore: clockBefore, trafficBefore: trafficBefore))
             }
+            trace?.endStep(step)
             if loss.isFinite { smoothed = smoothed.map { 0.95 * $0 + 0.05 * loss } ?? loss }
             if agreed.stopRank == nil, step + 1 < settings.steps {   // a stop saves below, once
                 try periodicSave(after: step + 1)   // a crash later loses at most saveEvery steps (or an epoch)
