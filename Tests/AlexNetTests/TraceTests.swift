@@ -170,8 +170,10 @@ final class TraceCommandTests: ProcessTestCase {
         let steps0 = trace.steps(of: 0), steps1 = trace.steps(of: 1)
         XCTAssertEqual(steps0.map(\.name), ["step 0", "step 1", "step 2"])
         XCTAssertEqual(steps1.map(\.name), steps0.map(\.name))
+        // Within 50 ms (50× less than the skew): two ranks oversubscribing a busy 2-core machine wake from the
+        // collective that ends a step up to a few scheduler ticks (4 ms) apart; measured 0–12 ms.
         for (a, b) in zip(steps0, steps1) {
-            XCTAssertEqual(a.ts, b.ts, accuracy: 10_000, "\(a.name) starts \(abs(a.ts - b.ts)) µs apart on the two ranks")
+            XCTAssertEqual(a.ts, b.ts, accuracy: 50_000, "\(a.name) starts \(abs(a.ts - b.ts)) µs apart on the two ranks")
         }
         XCTAssertNotNil(trace.row(0, named: "tower 0")); XCTAssertNotNil(trace.row(1, named: "tower 1"))
         for (a, b) in zip(steps0, steps1) {
