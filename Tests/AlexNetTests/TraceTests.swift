@@ -134,8 +134,13 @@ final class TraceCommandTests: ProcessTestCase {
 
     func testOneProcessWritesTheDefaultWindowAndBadOptionsRefuse() throws {
         let dir = Paths.temporaryDirectory("trace-cli")
-        let r = runProcess(Paths.binary, common + ["--trace", dir + "/one.json"], timeout: 120)
+        let r = runProcess(Paths.binary, common + ["--trace", dir + "/one.json", "--loss-log", dir + "/traced.txt"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.err)
+        // Tracing only watches: the same losses, bit for bit, without it.
+        let plain = runProcess(Paths.binary, common + ["--loss-log", dir + "/plain.txt"], timeout: 120)
+        XCTAssertEqual(plain.status, 0, plain.err)
+        XCTAssertEqual(readLosses(dir + "/traced.txt").count, 3)
+        XCTAssertEqual(readLosses(dir + "/traced.txt"), readLosses(dir + "/plain.txt"))
         let trace = try ParsedTrace(path: dir + "/one.json")
         XCTAssertEqual(trace.steps(of: 0).map(\.name), ["step 1", "step 2"], "default 1:3 clipped to --steps 3")
         XCTAssertEqual(Set(trace.spans.map(\.pid)), [0])
