@@ -369,6 +369,7 @@ public final class Trainer {
             let mine = report(loss: loss, weightSum: weightSum)
             let agreed = try replica.clock.time(.loss, .exchange) { try coordination.agree(mine) }
             let stepSeconds = Double(PhaseClock.now() - stepStart) * 1e-9   // the step's work ends with the agreement
+            trace?.endStep(step)   // the step span too
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
@@ -385,7 +386,6 @@ public final class Trainer {
                 m.write(stepMetrics(step: step, loss: loss, seconds: stepSeconds,
                                     clockBefore: clockBefore, trafficBefore: trafficBefore))
             }
-            trace?.endStep(step)
             if loss.isFinite { smoothed = smoothed.map { 0.95 * $0 + 0.05 * loss } ?? loss }
             if agreed.stopRank == nil, step + 1 < settings.steps {   // a stop saves below, once
                 try periodicSave(after: step + 1)   // a crash later loses at most saveEvery steps (or an epoch)
