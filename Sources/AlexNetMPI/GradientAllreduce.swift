@@ -24,6 +24,13 @@ public final class GradientAllreduce: @unchecked Sendable {
     public private(set) var floatsReduced = 0
     public private(set) var buckets = 0
 
+    /// --trace: each bucket's start, size and whether its request completed, parallel to `requests` (under
+    /// requestsLock); the progress thread tests them one by one and records a span per bucket as it completes.
+    struct TracedBucket { var start: UInt64; var floats: Int }
+    var trace: (recorder: TraceRecorder, row: Int)? = nil   // set before the first step, under requestsLock
+    var traced: [TracedBucket] = []                         // under requestsLock
+    var completed: [Bool] = []                              // under requestsLock
+
     let requestsLock = NSLock()             // guards `requests` and `failure` between the main and the progress thread
     let wake = DispatchSemaphore(value: 0)
     var progressThread: Thread? = nil
@@ -51,12 +58,34 @@ public final class GradientAllreduce: @unchecked Sendable {
                 requestsLock.lock()
                 if requests.isEmpty || failure != nil { requestsLock.unlock(); break }
                 var done = true
-                do { done = try communicator.test(&requests) } catch { failure = error }
+                do {
+                    if trace != nil { done = try testEachTracedBucket() } else { done = try communicator.test(&requests) }
+                } catch { failure = error }
                 requestsLock.unlock()
                 if done { break }
                 usleep(50)
             }
         }
+    }
+
+    /// --trace: every bucket becomes a span from its start to its completion, on the row `row` (the progress thread's).
+    public func attach(recorder: TraceRecorder, row: Int) {
+        requestsLock.withLock { trace = (recorder, row) }
+    }
+
+    /// Tests each bucket in flight (under requestsLock) and records those that just completed; returns whether all have.
+    private func testEachTracedBucket() throws -> Bool {
+        let before = completed
+        let done = try communicator.test(&requests, complete: &completed)
+        for i in completed.indices where completed[i] && !before[i] { recordBucket(i, end: PhaseClock.now()) }
+        return done
+    }
+
+    private func recordBucket(_ i: Int, end: UInt64) {
+        guard let trace else { return }
+        let b = traced[i]
+        trace.recorder.record("allreduce bucket \(i)", category: "allreduce", row: trace.row, start: b.start, end: end,
+                              args: ["floats": "\(b.floats)", "bytes": "\(4 * b.floats)"])
     }
 
     public func resetCounters() { exposedSeconds = 0; floatsReduced = 0; buckets = 0 }
@@ -93,7 +122,9 @@ public final class GradientAllreduce: @unchecked Sendable {
         guard n > 0 else { return }
         requestsLock.lock()
         defer { requestsLock.unlock(); wake.signal() }
+        let start = PhaseClock.now()
         requests.append(try communicator.startSum(gradients + pendingLow, count: n))
+        if trace != nil { traced.append(TracedBucket(start: start, floats: n)); completed.append(false) }
         floatsReduced += n
         buckets += 1
         startedLow = pendingLow
@@ -109,7 +140,11 @@ public final class GradientAllreduce: @unchecked Sendable {
         defer { requestsLock.unlock() }
         if let e = failure { throw e }
         try communicator.waiting(in: "the gradient allreduce") { try communicator.waitAll(&requests) }
-        exposedSeconds += Double(PhaseClock.now() - t0) * 1e-9
+        let t1 = PhaseClock.now()
+        exposedSeconds += Double(t1 - t0) * 1e-9
+        for i in completed.indices where !completed[i] { recordBucket(i, end: t1) }   // completed in the wait
+        traced.removeAll(keepingCapacity: true)
+        completed.removeAll(keepingCapacity: true)
         requests.removeAll(keepingCapacity: true)
         pendingLow = count
         startedLow = count

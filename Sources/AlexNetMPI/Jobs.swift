@@ -24,6 +24,11 @@ public struct TrainingJob {
     public var perturb: (rank: Int, step: Int)? = nil
     /// --metrics FILE.jsonl, written by rank 0.
     public var metricsPath: String? = nil
+    /// --trace FILE: a Chrome trace-event JSON of the steps `traceSteps` (nil: TraceFile.defaultWindow), written by rank 0.
+    public var tracePath: String? = nil
+    public var traceSteps: ClosedRange<Int>? = nil
+    /// Tests: nanoseconds added to this rank's trace clock (alignment must take them out).
+    public var traceSkew: (rank: Int, nanoseconds: Int64)? = nil
     /// Writes the first step's input and labels of this rank to PREFIX.rank<r>.input.npy / .labels.npy (tests).
     public var dumpFirstBatch: String? = nil
     public init() {}
@@ -59,6 +64,11 @@ public struct TrainingJob {
             try refusedBeforeWork { try SettingsHandshake.check(fields, on: world) }   // every rank sees the same difference
         }
         try refusedBeforeWork { try layout.checkBatch(s.batch) }
+        let traceWindow = traceSteps ?? TraceFile.defaultWindow(steps: s.steps)
+        if tracePath != nil, traceWindow.upperBound >= s.steps {
+            throw RefusedBeforeWork(message: "--trace-steps \(traceWindow.lowerBound):\(traceWindow.upperBound): the run has steps 0…\(s.steps - 1); choose a window within them")
+        }
+        if let path = tracePath, rank == 0 { try OutputFiles.checkWritable(path, option: "--trace") }
         try MemoryCheck.refuseIfTooLarge(config: s.model, layout: layout, rank: rank, batch: s.batch, replicaLayout: plan.replicaLayout,
                                          inputs: s.prefetch ? 2 : 1, say: say)
         say("BLAS: " + BlasKernels.report)
@@ -116,8 +126,31 @@ public struct TrainingJob {
             say("checkpoints: \(dir)/step-*.safetensors, the newest \(s.keepCheckpoints) kept"
                 + (s.saveEvery > 0 ? ", every \(s.saveEvery) steps" : "") + (s.saveEachEpoch ? ", each epoch" : "") + " and at the end")
         }
+        var recorder: TraceRecorder? = nil, clock = (offset: Int64(0), roundTrip: Int64(0))
+        let skew = traceSkew.flatMap { $0.rank == rank ? $0.nanoseconds : nil } ?? 0
+        if let path = tracePath {
+            let traced = TraceRecorder(window: traceWindow)
+            assembly.attach(trace: traced)
+            trainer.trace = traced
+            recorder = traced
+            if let world, size > 1 { clock = try TraceGather.clockOffset(world: world, skew: skew) }   // every rank: a collective
+            say("trace: steps \(traceWindow.lowerBound)…\(traceWindow.upperBound) to \(path)"
+                + (traceWindow.upperBound < trainer.firstStep ? " (before the step this run starts at, \(trainer.firstStep): nothing will be traced)" : ""))
+        }
         assembly.resetCounters()
         let r = try trainer.run()
+        if let recorder, let path = tracePath {
+            var mine = recorder.rankTrace(rank: rank, process: assembly.traceProcessName, offset: clock.offset, roundTrip: clock.roundTrip)
+            if skew != 0 { mine.spans = mine.spans.map { $0.shifted(by: skew) } }
+            let all: [RankTrace]?   // every rank's, on rank 0 only
+            if let world, size > 1 { all = try TraceGather.gather(mine, world: world) } else { all = [mine] }
+            if let all {
+                let metadata: [String: Any] = ["layout": layout.mode.rawValue, "ranks": size, "steps": "\(traceWindow.lowerBound):\(traceWindow.upperBound)",
+                                               "width": s.model.width, "batch": s.batch, "threads": plan.threads, "blas": BlasKernels.report]
+                try TraceFile.write(all, metadata: metadata, to: path)
+                say("trace: wrote \(path) (\(all.reduce(0) { $0 + $1.spans.count }) spans from \(all.count) rank\(all.count == 1 ? "" : "s"); open it in https://ui.perfetto.dev or chrome://tracing)")
+            }
+        }
         if let stopped = r.stoppedAtStep {
             say(String(format: "stopped at step %d of %d after %.1f s (asked to stop)%@", stopped, s.steps, r.seconds,
                        s.save.map { "; saved \($0): continue with --resume \($0)" } ?? "; nothing saved (no --save)"))

@@ -81,6 +81,22 @@ public final class LayoutAssembly: RankCoordination {
         }
     }
 
+    /// --trace: the clocks record into `recorder` on their threads' rows ("tower t" or "model"), the allreduce's
+    /// buckets on the "allreduce progress" row.
+    public func attach(trace recorder: TraceRecorder) {
+        replica.attach(trace: recorder, row: role.towers.count == 1 ? "tower \(role.towers.lowerBound)" : "model")
+        synchroniser?.allreduce.attach(recorder: recorder, row: recorder.row(named: "allreduce progress"))
+    }
+
+    /// This rank in the trace viewer: "rank 1 (tower 1, replica 0)", "rank 0 (whole model)".
+    public var traceProcessName: String {
+        var parts: [String] = []
+        if role.towers.count == 1 { parts.append("tower \(role.towers.lowerBound)") }
+        if layout.replicas > 1 { parts.append("replica \(role.replica)") }
+        if let slice = role.fullyConnectedSlice { parts.append("fc6–fc8 slice \(slice.index) of \(slice.count)") }
+        return "rank \(rank) (" + (parts.isEmpty ? "whole model" : parts.joined(separator: ", ")) + ")"
+    }
+
     /// This rank's share of every batch, for the trainer's settings.
     public var shard: (index: Int, count: Int) { (role.replica, layout.replicas) }
 

@@ -9,10 +9,12 @@ enum MessageTag {
     /// Rank 1's weights and momentum, sent to rank 0 for a whole-model checkpoint.
     static let checkpointValues = 2
     static let checkpointMomentum = 3
+    /// The ping-pong rounds of --trace's clock alignment with rank 0.
+    static let clockAlignment = 4
     /// The feature maps or gradient partials of one exchange point (either direction: the point says which).
     static func towerExchange(_ point: ExchangePoint) -> Int { 16 + point.rawValue }
 
     static var largest: Int {
-        ([towerExchangeHeader, checkpointValues, checkpointMomentum] + ExchangePoint.allCases.map(towerExchange)).max()!
+        ([towerExchangeHeader, checkpointValues, checkpointMomentum, clockAlignment] + ExchangePoint.allCases.map(towerExchange)).max()!
     }
 }

@@ -123,6 +123,10 @@ struct Train: ParsableCommand {
     var lossLog: String?
     @Option(help: "Write metrics as JSON lines to this file (appended): the run's settings, then a line a step (loss, learning rate, images/s, time split, bytes moved) and an evaluation; flushed line by line.")
     var metrics: String?
+    @Option(help: ArgumentHelp("Write a timeline of --trace-steps to this file as Chrome trace-event JSON (open it in https://ui.perfetto.dev or chrome://tracing): every layer's forward, backward and exchange, the data wait, allreduce buckets and the update, a process a rank on rank 0's clock (rank 0 writes it).", valueName: "file.json"))
+    var trace: String?
+    @Option(name: .customLong("trace-steps"), help: ArgumentHelp("With --trace: the steps traced, A:B inclusive, 0-based (default 1:3, clipped to --steps: the first step's start-up is not typical).", valueName: "A:B"))
+    var traceSteps: String?
     @Option(name: .customLong("save-every"), help: "Also write --save (and a checkpoint into --checkpoint-dir) every N steps, so a crash loses at most N steps (0: only at the end).")
     var saveEvery: Int = 0
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of step-numbered checkpoints (step-000001234.safetensors) with a 'latest' pointer, written with --save-every, --save-each-epoch and at the end; resume with --resume DIR or --auto-resume.")
@@ -149,6 +153,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("debug-perturb-rank"), help: .hidden) var debugPerturbRank: Int?
     @Option(name: .customLong("debug-perturb-step"), help: .hidden) var debugPerturbStep: Int = 0
     @Option(name: .customLong("debug-dump-first-batch"), help: .hidden) var debugDumpFirstBatch: String?
+    @Option(name: .customLong("debug-trace-skew-rank"), help: .hidden) var debugTraceSkewRank: Int?
+    @Option(name: .customLong("debug-trace-skew-seconds"), help: .hidden) var debugTraceSkewSeconds: Double = 2.5
 
     func validate() throws {
         try Limits.check(width: width, classes: classes, batch: batch)
@@ -177,6 +183,16 @@ struct Train: ParsableCommand {
             throw ValidationError("--resume-allow-changes: \(unknown.sorted().joined(separator: ", ")) cannot be allowed; choose from \(Self.changeableOnResume.sorted().joined(separator: ", "))")
         }
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
+        guard debugTraceSkewSeconds.isFinite, abs(debugTraceSkewSeconds) <= 1e6 else { throw ValidationError("--debug-trace-skew-seconds must be a finite number of seconds up to 1e6") }
+        if let text = traceSteps {
+            guard trace != nil else { throw ValidationError("--trace-steps goes with --trace FILE") }
+            guard let window = TraceFile.parseWindow(text) else {
+                throw ValidationError("--trace-steps must be A:B with 0 ≤ A ≤ B, steps counted from 0 (got '\(text)'); e.g. --trace-steps 1:3")
+            }
+            if epochs == nil, window.upperBound >= steps {
+                throw ValidationError("--trace-steps \(text): the run has steps 0…\(steps - 1) (--steps \(steps)); choose a window within them")
+            }
+        }
     }
 
     static let changeableOnResume: Set<String> = ["seed", "data", "dropout", "schedule"]
@@ -206,6 +222,8 @@ struct Train: ParsableCommand {
         if let r = debugPerturbRank { job.perturb = (r, debugPerturbStep) }
         job.dumpFirstBatch = debugDumpFirstBatch
         job.metricsPath = metrics
+        (job.tracePath, job.traceSteps) = (trace, traceSteps.flatMap(TraceFile.parseWindow))
+        if let r = debugTraceSkewRank { job.traceSkew = (r, Int64(debugTraceSkewSeconds * 1e9)) }
         try job.run(world: Launch.world)
     }
 }

@@ -32,6 +32,8 @@ public final class BatchPrefetcher: @unchecked Sendable {
     /// The two inputs (3, N, 227, 227): step s uses buffers[s % 2]. The first is the caller's; the second is ours.
     let buffers: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)
     let capacity: Int
+    /// --trace: the background thread's batches, on the "data prefetch" row (wall time).
+    let trace: (recorder: TraceRecorder, row: Int)?
 
     /// The background thread's name (as /proc/self/task/*/comm shows it: at most 15 bytes).
     public static let threadName = "batch-prefetch"
@@ -49,13 +51,14 @@ public final class BatchPrefetcher: @unchecked Sendable {
     /// normal priority: one that yields to the training threads, e.g. SCHED_IDLE, can be starved by other processes
     /// while holding an image the step waits for) counts as one of them, the training thread and helpers are the rest.
     public init(assembler: BatchAssembler, dataset: ImageDataset, augment: Bool, input: UnsafeMutablePointer<Float>,
-                capacity: Int, threads: Int, beforeAssembling: (@Sendable (Int) throws -> Void)? = nil) {
+                capacity: Int, threads: Int, beforeAssembling: (@Sendable (Int) throws -> Void)? = nil, trace: TraceRecorder? = nil) {
         self.assembler = assembler; self.dataset = dataset; self.augment = augment
         self.helpers = max(1, threads - 1); self.beforeAssembling = beforeAssembling
         let spare = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
         spare.initialize(repeating: 0, count: capacity)
         buffers = (input, spare)
         self.capacity = capacity
+        self.trace = trace.map { ($0, $0.row(named: "data prefetch")) }
     }
 
     deinit { buffers.1.deallocate() }
@@ -184,9 +187,13 @@ public final class BatchPrefetcher: @unchecked Sendable {
             if stopping { break }
             let job = pending!
             lock.unlock()
-            let t0 = Self.threadCPUNanoseconds()
+            let t0 = Self.threadCPUNanoseconds(), wall = PhaseClock.now()
             let done = work(on: job, scratch: scratch)
             let elapsed = Self.threadCPUNanoseconds() - t0
+            if let trace {
+                trace.recorder.record("assemble step \(job.step)", category: "data", row: trace.row, start: wall, end: PhaseClock.now(),
+                                args: ["images": "\(done)"])
+            }
             lock.lock()
             backgroundNanoseconds += elapsed
             backgroundImagesDone += done

@@ -13,8 +13,18 @@ public enum Phase: Int, CaseIterable, Sendable {
 
 public final class PhaseClock: @unchecked Sendable {
     public private(set) var seconds = [Double](repeating: 0, count: Stage.allCases.count * Phase.allCases.count)
+    /// --trace: where `time` also records each interval, on this clock's thread row (nil: only summed, at the cost of
+    /// one branch).
+    public private(set) var recorder: TraceRecorder? = nil
+    public private(set) var row = 0
 
     public init() {}
+
+    /// Records every `time` interval into `recorder` on `row` (set before the clock's thread starts timing).
+    public func attach(recorder: TraceRecorder?, row: Int) {
+        self.recorder = recorder
+        self.row = row
+    }
 
     @inline(__always) public static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
@@ -22,7 +32,11 @@ public final class PhaseClock: @unchecked Sendable {
     @inline(__always)
     public func time<T>(_ stage: Stage, _ phase: Phase, _ body: () throws -> T) rethrows -> T {
         let t0 = PhaseClock.now()
-        defer { seconds[stage.rawValue * Phase.allCases.count + phase.rawValue] += Double(PhaseClock.now() - t0) * 1e-9 }
+        defer {
+            let t1 = PhaseClock.now()
+            seconds[stage.rawValue * Phase.allCases.count + phase.rawValue] += Double(t1 - t0) * 1e-9
+            if let recorder { recorder.record(stage, phase, row: row, start: t0, end: t1) }
+        }
         return try body()
     }
 

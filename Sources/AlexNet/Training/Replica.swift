@@ -49,6 +49,14 @@ public final class Replica {
     public var clock: PhaseClock { models[0].clock }
     public var holdsWholeModel: Bool { ParameterStore.coverWholeModel(stores) }
 
+    /// --trace: every model's clock records into `recorder`, each on its thread's row: "tower 0" and "tower 1" when
+    /// the towers are threaded, else `name` ("model", or the one tower this rank holds).
+    public func attach(trace recorder: TraceRecorder, row name: String) {
+        for (i, m) in models.enumerated() {
+            m.clock.attach(recorder: recorder, row: recorder.row(named: models.count == 1 ? name : "tower \(i)"))
+        }
+    }
+
     /// Runs body(model) for every model, concurrently when there are two; a failure on one releases the other.
     /// Returns the models' results in order.
     func onEveryModel<T>(_ body: @escaping (TwoTowerAlexNet) throws -> T) throws -> [T] {

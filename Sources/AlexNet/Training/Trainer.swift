@@ -101,6 +101,9 @@ public final class Trainer {
     /// Called with each step's assembled input (3, localBatch, 227, 227) and labels before the network sees them
     /// (tests: every layout must feed the same pixels).
     public var inspectBatch: ((Int, UnsafePointer<Float>, [Int32]) throws -> Void)? = nil
+    /// --trace: opens and closes its step window, gets a "step N" span a step and the prefetch thread's spans
+    /// (the clocks record into it by themselves once attached).
+    public var trace: TraceRecorder? = nil
     /// The step the run starts from (0, or the step stored in a --resume checkpoint).
     public private(set) var firstStep = 0
     /// The learning-rate schedule and its state (from the checkpoint when resuming), saved in every checkpoint.
@@ -360,7 +363,8 @@ public final class Trainer {
         // Double buffering: while step s trains on one input, the background thread fills the other with step s + 1.
         let prefetcher = settings.prefetch ? BatchPrefetcher(
             assembler: assembler, dataset: data.train, augment: settings.augment, input: input,
-            capacity: 3 * settings.localBatch * 227 * 227, threads: settings.dataThreads, beforeAssembling: beforeAssembling) : nil
+            capacity: 3 * settings.localBatch * 227 * 227, threads: settings.dataThreads, beforeAssembling: beforeAssembling,
+            trace: trace) : nil
         defer { prefetcher?.stop() }   // whatever ends the loop (a throw too), the thread ends with it
         if let p = prefetcher, firstStep < settings.steps {
             let (epoch, indices) = localIndices(step: firstStep, cache: &cache)
@@ -377,6 +381,7 @@ public final class Trainer {
                 if terminal { print("") }
                 logScheduleChange(change, step: step)
             }
+            trace?.beginStep(step)
             let stepStart = PhaseClock.now(), clockBefore = replica.clock.seconds, trafficBefore = coordination.traffic
             let loss: Double, weightSum: Double
             if let p = prefetcher {
@@ -395,6 +400,7 @@ public final class Trainer {
             let mine = report(loss: loss, weightSum: weightSum)
             let agreed = try replica.clock.time(.loss, .exchange) { try coordination.agree(mine) }
             let stepSeconds = Double(PhaseClock.now() - stepStart) * 1e-9   // the step's work ends with the agreement
+            trace?.endStep(step)   // the step span too
             if let bad = agreed.nonFiniteRank {
                 // Every rank stops here, before anything is saved: the last checkpoint on disk stays the last good one.
                 let kept = settings.save.map { path in lastSavedStep.map { " \(path) (step \($0)) is kept as it was" } ?? " nothing was saved, \(path) is untouched" } ?? ""
