@@ -10,10 +10,12 @@ final class DataParallelTests: ProcessTestCase {
     // Each layout sums float32 gradients in its own order (each replica its share, then the allreduce), so the
     // weights differ from one process's by ~1e-7. Now and then such a difference flips a max-pool winner or a ReLU
     // sign, which sends one window's gradient elsewhere (a ~1e-6 jump) and the runs drift apart: within 20 steps at
-    // lr 1e-4 this happened for 2 of 5 seeds tried (2 and 5), for every layout alike. Seed 1 keeps every layout
-    // within 3e-7 of one process while the loss falls from 4.3 to 2.9; each layout is bit-for-bit reproducible
-    // run to run, so this holds wherever OpenBLAS picks the same kernels.
-    let common = ["train", "--width", "0.125", "--batch", "12", "--steps", "20", "--seed", "1", "--lr", "0.0001",
+    // lr 1e-4 this happens for some seeds, for every layout alike. Since the colour PCA comes from LAPACK (its
+    // components in ascending order, so each colour draw goes with another component than before) seeds 1, 4, 5 and 6
+    // of 1–8 drift (first at steps 7–17); seed 2 keeps data on 2–4 ranks, hybrid on 4 and owt on 2–4 within 3e-7 of
+    // one process; each layout is bit-for-bit reproducible run to run, so this holds wherever OpenBLAS picks the same
+    // kernels.
+    let common = ["train", "--width", "0.125", "--batch", "12", "--steps", "20", "--seed", "2", "--lr", "0.0001",
                   "--dropout", "0.5", "--threads", "1"]
 
     func compare(_ name: String, losses: [Double], weights path: String, against reference: ([Double], String),
