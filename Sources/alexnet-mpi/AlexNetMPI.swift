@@ -122,6 +122,8 @@ struct Train: ParsableCommand {
     var save: String?
     @Option(name: .customLong("loss-log"), help: "Write each step's loss (step and value, one a line) to this file.")
     var lossLog: String?
+    @Option(name: .customLong("progress-every"), help: ArgumentHelp("Seconds between progress lines when the output is not a terminal (on a terminal the line rewrites itself).", valueName: "seconds"))
+    var progressEvery: Double = 2
     @Option(help: "Write metrics as JSON lines to this file (appended): the run's settings, then a line a step (loss, learning rate, images/s, time split, bytes moved) and an evaluation; flushed line by line.")
     var metrics: String?
     @Option(help: ArgumentHelp("Write a timeline of --trace-steps to this file as Chrome trace-event JSON (open it in https://ui.perfetto.dev or chrome://tracing): every layer's forward, backward and exchange, the data wait, allreduce buckets and the update, a process a rank on rank 0's clock (rank 0 writes it).", valueName: "file.json"))
@@ -170,6 +172,7 @@ struct Train: ParsableCommand {
             _ = try LearningRateSchedule.parse(kind: lrSchedule, steps: scheduleSteps, patience: lrPatience, threshold: lrThreshold,
                                                base: lr, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
         } catch let e as AlexNetError { throw ValidationError(e.description) }
+        guard progressEvery >= 0, progressEvery.isFinite else { throw ValidationError("--progress-every must be 0 or more seconds (got \(progressEvery))") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must not be negative (got \(evalEvery))") }
         guard saveEvery >= 0 else { throw ValidationError("--save-every must not be negative (got \(saveEvery))") }
         if saveEvery > 0 && save == nil && checkpointDir == nil { throw ValidationError("--save-every needs --save FILE or --checkpoint-dir DIR") }
@@ -215,6 +218,7 @@ struct Train: ParsableCommand {
         (s.seed, s.augment, s.initialisation, s.initFrom, s.save, s.lossLog) = (seed, !noAugment, initialisation, initFrom, save, lossLog)
         (s.resume, s.resumeAllowedChanges, s.saveEvery, s.tenCrop, s.prefetch) = (resume, allowedChanges, saveEvery, tenCrop, !noPrefetch)
         s.evalEvery = evalEvery
+        s.progressEvery = progressEvery
         s.schedule = try LearningRateSchedule.parse(kind: lrSchedule, steps: scheduleSteps, patience: lrPatience, threshold: lrThreshold,
                                                     base: lr, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
         (s.checkpointDirectory, s.keepCheckpoints, s.saveEachEpoch, s.autoResume) = (checkpointDir, keep, saveEachEpoch, autoResume)

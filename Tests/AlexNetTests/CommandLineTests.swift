@@ -25,6 +25,23 @@ final class CommandLineTests: ProcessTestCase {
         }
     }
 
+    /// In a log the progress line comes every --progress-every seconds: with a long interval, only the first and the
+    /// last step's; with 0, every step's.
+    func testProgressEveryPacesTheProgressLines() throws {
+        let dir = Paths.temporaryDirectory("cli-progress")
+        let r0 = runProcess(Paths.binary, ["export-embedded", "--out", dir, "--count", "64"], timeout: 60)
+        XCTAssertEqual(r0.status, 0, r0.err)
+        for (every, expected) in [("1000", 2), ("0", 6)] {
+            let r = runProcess(Paths.binary, ["train", "--data", dir, "--width", "0.125", "--batch", "8", "--steps", "6", "--threads", "1",
+                                              "--progress-every", every], timeout: 120)
+            XCTAssertEqual(r.status, 0, r.err)
+            let lines = r.out.split(separator: "\n").filter { $0.hasPrefix("step ") && $0.contains("/6 ") }
+            XCTAssertEqual(lines.count, expected, "--progress-every \(every):\n\(r.out)")
+            XCTAssertTrue(lines.allSatisfy { $0.contains("smoothed") && $0.contains(" lr ") && $0.contains("ETA") }, "\(lines)")
+            XCTAssertFalse(r.out.contains("\r"), "a log gets plain lines")
+        }
+    }
+
     /// Each bad input: exit code ≠ 0, one line on stderr naming the problem, no crash trace.
     func testBadInputGivesOneLineErrors() throws {
         try Paths.requireFixture()
@@ -58,6 +75,11 @@ final class CommandLineTests: ProcessTestCase {
             (["train", "--width", "0"], ["--width", "positive"]),
             (["train", "--width", "-1"], ["--width"]),
             (["train", "--batch", "0"], ["--batch"]),
+            (["train", "--progress-every", "-1"], ["--progress-every"]),
+            (["train", "--lr-schedule", "cosine"], ["--lr-schedule", "cosine"]),
+            (["train", "--lr-schedule", "constant", "--lr-steps", "3"], ["--lr-steps"]),
+            (["train", "--save-each-epoch"], ["--save-each-epoch", "--checkpoint-dir"]),
+            (["train", "--auto-resume"], ["--auto-resume", "--checkpoint-dir"]),
         ]
         for (arguments, words) in cases {
             let r = runProcess(Paths.binary, arguments, timeout: 120)

@@ -150,11 +150,13 @@ public final class Trainer {
             resumeChanges = try Self.checkResume(state, path: path, settings: settings)
             evaluationOwed = state.pendingEvaluation == true
             // The schedule continues where it was (its drops, best error, history) when it is the same schedule.
+            // (--lr may change on resume, as before schedules: the schedule's multiplier then applies to the new base.)
             if let saved = state.schedule {
                 var settingsOnly = saved
-                settingsOnly.state = wanted.state
+                (settingsOnly.state, settingsOnly.base) = (wanted.state, wanted.base)
                 if settingsOnly == wanted {
                     schedule = saved
+                    schedule.base = wanted.base
                 } else if !settings.resumeAllowedChanges.contains("schedule") {
                     throw AlexNetError("\(path): saved with the learning-rate schedule \(saved.description); this run asks for \(wanted.description); use the checkpoint's schedule options, or allow a new schedule with --resume-allow-changes schedule")
                 } else {
