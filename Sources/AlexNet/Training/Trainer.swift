@@ -379,7 +379,7 @@ public final class Trainer {
         }
         for step in firstStep..<settings.steps {
             try beforeStep?(step)
-            if let change = schedule.advance(toEpoch: Double(step) / Double(max(1, batchesPerEpoch))) {
+            if let change = schedule.advance(toEpoch: epochs(step)) {
                 if terminal { print("") }
                 logScheduleChange(change, step: step)
             }
@@ -485,9 +485,7 @@ public final class Trainer {
             return summary
         }
         (summary.top1, summary.top5) = try evaluate()
-        metrics?.write(["kind": "evaluation", "step": stepsDone, "epoch": Double(stepsDone) / Double(batchesPerEpoch),
-                        "top1": summary.top1, "top5": summary.top5, "views": settings.tenCrop ? "ten" : "centre",
-                        "split": self.data.heldOutIsTrainingSet ? "training" : "held-out", "final": true])
+        writeEvaluationMetrics(step: stepsDone, top1: summary.top1, top5: summary.top5, final: true)
         return summary
     }
 
@@ -509,7 +507,7 @@ public final class Trainer {
             "data_wait": data, "forward": total(.forward) - data, "backward": total(.backward) - update,
             "exchange": total(.exchange) - allreduce - waiting, "waiting": waiting, "allreduce": allreduce, "update": update,
         ].mapValues { $0 * 1e3 }
-        return ["kind": "step", "step": step + 1, "epoch": Double(step + 1) / Double(batchesPerEpoch), "loss": loss,
+        return ["kind": "step", "step": step + 1, "epoch": epochs(step + 1), "loss": loss,
                 "lr": Double("\(learningRate(step: step))") ?? Double(learningRate(step: step)), "images_per_second": Double(settings.batch) / max(seconds, 1e-12),
                 "step_ms": seconds * 1e3, "time_ms": ms,
                 "bytes": ["exchange": traffic.exchangeBytes - trafficBefore.exchangeBytes,
@@ -521,12 +519,10 @@ public final class Trainer {
     func scheduledEvaluation(after stepsDone: Int) throws -> (step: Int, top1: Double, top5: Double) {
         let (top1, top5) = try evaluate()
         lastEvaluation = (stepsDone, top1, top5)
-        metrics?.write(["kind": "evaluation", "step": stepsDone, "epoch": Double(stepsDone) / Double(max(1, batchesPerEpoch)),
-                        "top1": top1, "top5": top5, "views": settings.tenCrop ? "ten" : "centre",
-                        "split": data.heldOutIsTrainingSet ? "training" : "held-out"])
+        writeEvaluationMetrics(step: stepsDone, top1: top1, top5: top5, final: false)
         log(String(format: "step %d: %@ top-1 %.2f%%, top-5 %.2f%%", stepsDone,
                    (data.heldOutIsTrainingSet ? "training-set" : "held-out") + (settings.tenCrop ? " 10-crop" : ""), 100 * top1, 100 * top5))
-        if let change = schedule.observe(validationError: 1 - top1, epoch: Double(stepsDone) / Double(max(1, batchesPerEpoch))) {
+        if let change = schedule.observe(validationError: 1 - top1, epoch: epochs(stepsDone)) {
             logScheduleChange(change, step: stepsDone)
         }
         return (stepsDone, top1, top5)
@@ -540,7 +536,19 @@ public final class Trainer {
     }
 
     /// The learning rate of `step`: the schedule's at the step's fractional epoch.
-    public func learningRate(step: Int) -> Float { schedule.rate(epoch: Double(step) / Double(max(1, batchesPerEpoch))) }
+    public func learningRate(step: Int) -> Float { schedule.rate(epoch: epochs(step)) }
+
+    /// Epochs (fractional) that `steps` steps make.
+    func epochs(_ steps: Int) -> Double { Double(steps) / Double(max(1, batchesPerEpoch)) }
+
+    /// The metrics line of an evaluation after `step` steps (between steps, or the run's final one).
+    func writeEvaluationMetrics(step: Int, top1: Double, top5: Double, final: Bool) {
+        var line: [String: Any] = ["kind": "evaluation", "step": step, "epoch": epochs(step), "top1": top1, "top5": top5,
+                                   "views": settings.tenCrop ? "ten" : "centre",
+                                   "split": data.heldOutIsTrainingSet ? "training" : "held-out"]
+        if final { line["final"] = true }
+        metrics?.write(line)
+    }
 
     /// Whether the held-out set is measured after `stepsDone` steps: every --eval-every steps, or with the paper's
     /// schedule (which needs the validation error) at each epoch's end when --eval-every is not given.
