@@ -11,7 +11,7 @@ struct AlexNetCommand: ParsableCommand {
         commandName: "alexnet-mpi",
         abstract: "Trains the two-tower AlexNet of Krizhevsky, Sutskever and Hinton (2012) on OpenBLAS, in one process or across MPI ranks.",
         discussion: "Under `mpirun -np 2` each rank holds one tower (model parallelism); `alexnet-mpi` alone trains both towers in one process. --mode chooses data, hybrid or owt (conv-data/fc-model) instead.",
-        subcommands: [Train.self, Bench.self, BenchLoader.self, Prepare.self, Evaluate.self, Predict.self, ExportEmbedded.self, SgemmRate.self],
+        subcommands: [Train.self, Bench.self, BenchLoader.self, BenchConvolutions.self, Prepare.self, Evaluate.self, Predict.self, ExportEmbedded.self, SgemmRate.self],
         defaultSubcommand: Train.self)
 
     /// Errors of ours become one line on stderr (naming the rank under MPI) and stop every rank;

@@ -203,16 +203,17 @@ public final class TwoTowerAlexNet {
         total += (localRows(config.fc7) + localRows(config.fc6)) * B + c5 * P * plane5 * n + c5 * P * n * plane5   // dh7 dh6, dx6, dp5
         total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
         total += c1 * P * n * plane2                                                    // dp1
-        // The im2col scratch (col and colGradient), as Convolution sizes it.
-        // (input channels a part, kernel, output side, weight rows of one sgemm: all parts' when the input is shared)
-        let convs: [(inPerPart: Double, kernel: Double, side: Int, rows: Double)] = [
-            (3, 11, 55, c1 * P), (c1, 5, 27, c2), (2 * c2, 3, 13, c3 * P), (c3, 3, 13, c4), (c4, 3, 13, c5)]
+        // The convolution scratch (col and colGradient: im2col chunks, or Winograd's transformed chunks), as
+        // Convolution sizes it. (input channels a part, output channels a part, kernel, stride, pad, input side, shared)
+        let convs: [(inPerPart: Double, outPerPart: Double, kernel: Int, stride: Int, pad: Int, side: Int, shared: Bool)] = [
+            (3, c1, 11, 4, 0, 227, true), (c1, c2, 5, 1, 2, 27, false), (2 * c2, c3, 3, 1, 1, 13, true),
+            (c3, c4, 3, 1, 1, 13, false), (c4, c5, 3, 1, 1, 13, false)]
         let column = convs.map { c -> Double in
-            let patch = c.inPerPart * c.kernel * c.kernel
-            guard patch * Double(c.side) < 0x1p40 else { return .infinity }
-            let rows = Convolution.rowsPerChunk(patchSize: Int(patch), outputHeight: c.side, outputWidth: c.side,
-                                                batch: N, columnBudget: columnBudget, rowsOfWeights: Int(c.rows))
-            return patch * Double(c.side) * Double(rows)
+            guard c.inPerPart * c.outPerPart * P * n < 0x1p40 else { return .infinity }
+            let layer = Convolution(geometry: .init(inputHeight: c.side, inputWidth: c.side, kernel: c.kernel, stride: c.stride, pad: c.pad),
+                                    inputChannelsPerPart: Int(c.inPerPart), outputChannelsPerPart: Int(c.outPerPart),
+                                    parts: towers.count, sharedInput: c.shared, columnBudget: columnBudget)
+            return Double(layer.columnBufferSize(batch: N))
         }.max()!
         total += 2 * column
         // Parameters, gradients and momentum of the local towers.

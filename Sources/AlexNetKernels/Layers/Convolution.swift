@@ -13,13 +13,15 @@ public struct Convolution: Sendable {
     public let sharedInput: Bool
     public let threads: Int                   // threads the loops may use (the caller's share of the cores)
     public let columnBudget: Int              // floats an im2col chunk may hold
+    public let usesWinograd: Bool             // stride-1 layers with a known tile run as Winograd (WinogradConvolution.swift)
 
     /// Floats an im2col chunk may hold by default: small enough to stay in a core's L2 cache while sgemm reads it.
     public static let defaultColumnBudget = 1 << 17
 
     public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool,
-                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: Bool = true) {
         self.geometry = geometry
+        self.usesWinograd = winograd
         self.inputChannelsPerPart = inputChannelsPerPart
         self.outputChannelsPerPart = outputChannelsPerPart
         self.parts = parts
@@ -49,7 +51,9 @@ public struct Convolution: Sendable {
         return max(1, min(batch * outputHeight, max(fromBudget, forWidth)))
     }
     /// Floats of scratch the column buffer needs for this batch.
-    public func columnBufferSize(batch: Int) -> Int { patchSize * geometry.outputWidth * rowsPerChunk(batch: batch) }
+    public func columnBufferSize(batch: Int) -> Int {
+        winograd != nil ? winogradScratch(batch: batch) : patchSize * geometry.outputWidth * rowsPerChunk(batch: batch)
+    }
 
     /// The output rows u = n·outH + oh of the batch, in chunks; chunk c covers the columns [u₀·outW, u₁·outW).
     private func chunks(batch: Int) -> [Range<Int>] {
@@ -70,6 +74,10 @@ public struct Convolution: Sendable {
                         output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool = false) {
         if runsDirect {
             directForward(input: input, batch: batch, weight: weight, bias: bias, output: output, relu: relu)
+            return
+        }
+        if winograd != nil {
+            winogradForward(input: input, batch: batch, weight: weight, bias: bias, output: output, col: col, relu: relu)
             return
         }
         let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart
@@ -103,6 +111,12 @@ public struct Convolution: Sendable {
             directWeightGradient(input: input, batch: batch, outputGradient: outputGradient,
                                  weightGradient: weightGradient, biasGradient: biasGradient)
             afterChunk?()
+            return
+        }
+        if winograd != nil {
+            winogradBackward(input: input, batch: batch, weight: weight, outputGradient: outputGradient,
+                             weightGradient: weightGradient, biasGradient: biasGradient, inputGradients: inputGradients,
+                             col: col, colGradient: colGradient, afterChunk: afterChunk)
             return
         }
         let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart

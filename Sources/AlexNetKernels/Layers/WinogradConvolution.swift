@@ -1,0 +1,505 @@
+// Winograd minimal filtering F(m × m, r × r) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks")
+// for the stride-1 layers, forward and backward side by side: conv3–conv5 (3 × 3) do 2.25× fewer multiplications
+// than im2col + sgemm, as α² = (m + r − 1)² sgemms of (output channels × input channels × tiles) a chunk of tiles.
+//
+// Forward, one tile of α × α inputs d and one filter g (r × r):  y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A   (m × m outputs).
+// Backward is the exact adjoint of the same linear maps: with dŶ = A dy Aᵀ,
+//   dU[ξ] = Σ_tiles dŶ[ξ] · V[ξ]ᵀ  →  dg = Gᵀ dU G,      dV[ξ] = U[ξ]ᵀ · dŶ[ξ]  →  dd += B dV Bᵀ (overlapping tiles add).
+// The transforms run on eight tiles at once (one vector lane a tile); the tiles of a chunk are numbered across the
+// batch, t = (n · tilesHigh + ty) · tilesWide + tx, and every transformed buffer is (α², rows, tiles of the chunk).
+
+/// The three matrices of F(m, r) from the interpolation points 0, 1, −1, 2, −2, ½, −½ (the first α − 1) and ∞
+/// (Toom–Cook: G and A evaluate the filter and the output polynomials there, Bᵀ is the transposed interpolation).
+public struct WinogradTransform: Sendable, Equatable {
+    public let outputTile: Int    // m
+    public let kernel: Int        // r
+    public var tile: Int { outputTile + kernel - 1 }   // α
+    public let inputTransform: [Float]    // Bᵀ (α, α)
+    public let filterTransform: [Float]   // G (α, r)
+    public let outputTransform: [Float]   // Aᵀ (m, α)
+
+    public static let points: [Double] = [0, 1, -1, 2, -2, 0.5, -0.5]
+
+    public init(outputTile m: Int, kernel r: Int) {
+        let a = m + r - 1
+        precondition(m >= 1 && r >= 1 && a - 1 <= Self.points.count, "F(\(m), \(r)) needs more interpolation points")
+        outputTile = m; kernel = r
+        let p = Array(Self.points.prefix(a - 1))
+        func power(_ x: Double, _ k: Int) -> Double { k == 0 ? 1 : (1..<k).reduce(x) { v, _ in v * x } }
+        // E (α, α): row j < α − 1 evaluates a polynomial of degree α − 1 at p_j; the last row takes its top coefficient.
+        var e = [Double](repeating: 0, count: a * a)
+        for j in 0..<(a - 1) { for k in 0..<a { e[j * a + k] = power(p[j], k) } }
+        e[a * a - 1] = 1
+        let c = Self.inverse(e, size: a)   // C = E⁻¹, and Bᵀ = Cᵀ
+        var bt = [Float](repeating: 0, count: a * a)
+        for i in 0..<a { for k in 0..<a { bt[i * a + k] = Float(c[k * a + i]) } }
+        var g = [Float](repeating: 0, count: a * r), at = [Float](repeating: 0, count: m * a)
+        for j in 0..<(a - 1) {
+            for k in 0..<r { g[j * r + k] = Float(power(p[j], k)) }
+            for k in 0..<m { at[k * a + j] = Float(power(p[j], k)) }
+        }
+        g[a * r - 1] = 1
+        at[m * a - 1] = 1
+        inputTransform = bt; filterTransform = g; outputTransform = at
+    }
+
+    /// Gauss–Jordan inverse with partial pivoting of a small, well-conditioned matrix.
+    static func inverse(_ matrix: [Double], size n: Int) -> [Double] {
+        var a = matrix, inv = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { inv[i * n + i] = 1 }
+        for col in 0..<n {
+            let pivot = (col..<n).max { abs(a[$0 * n + col]) < abs(a[$1 * n + col]) }!
+            for k in 0..<n { a.swapAt(col * n + k, pivot * n + k); inv.swapAt(col * n + k, pivot * n + k) }
+            let d = a[col * n + col]
+            for k in 0..<n { a[col * n + k] /= d; inv[col * n + k] /= d }
+            for row in 0..<n where row != col {
+                let f = a[row * n + col]
+                if f == 0 { continue }
+                for k in 0..<n { a[row * n + k] -= f * a[col * n + k]; inv[row * n + k] -= f * inv[col * n + k] }
+            }
+        }
+        return inv
+    }
+
+    /// The Winograd tile for a stride-1 layer with an r × r kernel, or nil where im2col + sgemm stays.
+    public static func forKernel(_ r: Int) -> WinogradTransform? {
+        r == 3 ? WinogradTransform(outputTile: 2, kernel: 3) : nil
+    }
+}
+
+/// A matrix's non-zero entries (row, column, value): the transforms skip the zeros of Bᵀ, G and Aᵀ.
+struct SparseMatrix: Sendable {
+    let rows: Int, columns: Int
+    let entries: [(row: Int, column: Int, value: Float)]
+    init(_ dense: [Float], rows: Int, columns: Int) {
+        self.rows = rows; self.columns = columns
+        var e: [(Int, Int, Float)] = []
+        for r in 0..<rows { for c in 0..<columns where dense[r * columns + c] != 0 { e.append((r, c, dense[r * columns + c])) } }
+        entries = e
+    }
+    /// The transpose.
+    var transposed: SparseMatrix {
+        var dense = [Float](repeating: 0, count: rows * columns)
+        for e in entries { dense[e.column * rows + e.row] = e.value }
+        return SparseMatrix(dense, rows: columns, columns: rows)
+    }
+}
+
+/// The tiles of a stride-1 layer with m = 2 and the transforms between feature maps and the Winograd domain, a row
+/// of tiles at a time and all in vectors: the transform along y runs on whole padded rows (16 lanes over x), the one
+/// along x on their even and odd columns (8 lanes over the tiles of the row: at most 8 tiles, outputs ≤ 16 wide).
+struct WinogradTiles {
+    typealias Vector = SIMD8<Float>      // one lane a tile of a row
+    typealias Row = SIMD16<Float>        // one lane a column of a row
+    static let lanes = 8
+    static let maximumTilesWide = 8
+    let geometry: ConvGeometry
+    let transform: WinogradTransform
+    let alpha: Int
+    let tilesHigh: Int, tilesWide: Int
+    var tilesPerImage: Int { tilesHigh * tilesWide }
+    let bt: SparseMatrix    // Bᵀ (α, α)
+    let at: SparseMatrix    // Aᵀ (2, α)
+    static let rowFloats = 32   // a padded row buffer: columns −pad …, two rows of 16 lanes
+
+    /// Whether a layer of this geometry can run: m = 2, and a row of tiles fits in one vector.
+    static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
+        w.outputTile == 2 && g.stride == 1 && (g.outputWidth + 1) / 2 <= maximumTilesWide
+            && g.inputWidth + 2 * g.pad + 2 <= rowFloats && w.tile <= 4
+    }
+
+    init(geometry g: ConvGeometry, transform: WinogradTransform) {
+        precondition(Self.supports(g, transform))
+        geometry = g
+        self.transform = transform
+        alpha = transform.tile
+        tilesHigh = (g.outputHeight + 1) / 2
+        tilesWide = (g.outputWidth + 1) / 2
+        bt = SparseMatrix(transform.inputTransform, rows: alpha, columns: alpha)
+        at = SparseMatrix(transform.outputTransform, rows: 2, columns: alpha)
+    }
+    static func roundUp(_ n: Int) -> Int { (n + lanes - 1) / lanes * lanes }
+
+    /// Floats of scratch one thread's transforms need.
+    var scratchFloats: Int { 2 * alpha * Self.rowFloats }
+
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
+    @inline(__always) static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self)
+    }
+    @inline(__always) static func loadRow(_ p: UnsafePointer<Float>) -> Row { UnsafeRawPointer(p).loadUnaligned(as: Row.self) }
+    @inline(__always) static func storeRow(_ v: Row, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Row.self)
+    }
+
+    /// V (α², ·, ld) at `rowStride` per ξ = Bᵀ d B of the α × α inputs of every tile of `images` (one channel, images
+    /// `imageStride` apart), zero outside the image (the padding); tile t of the chunk at column t. Writes whole
+    /// vectors: a row of tiles may spill into the next one, written after it, and ld leaves a vector of room at the end.
+    func transformInput(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
+                        into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
+        let rows = scratch
+        rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: 8) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 8) { vectorRegisters in
+        let t0 = rowRegisters.baseAddress!, t2 = t0 + 4, taps = vectorRegisters.baseAddress!, out = taps + 4
+        bt.entries.withUnsafeBufferPointer { bt in
+            for n in images {
+                let image = plane + n * imageStride
+                for ty in 0..<tilesHigh {
+                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    for i in 0..<a {
+                        let y = 2 * ty - g.pad + i, row = rows + i * R + g.pad
+                        if y >= 0 && y < g.inputHeight { let src = image + y * W; for x in 0..<W { row[x] = src[x] } }
+                        else { for x in 0..<W { row[x] = 0 } }
+                    }
+                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i, at columns q and q + 2 (the taps j = 2, 3 of each tile)
+                    t0.update(repeating: Row(), count: 8)
+                    for e in bt {
+                        let w = Row(repeating: e.value)
+                        t0[e.row] = t0[e.row].addingProduct(Self.loadRow(rows + e.column * R), w)
+                        t2[e.row] = t2[e.row].addingProduct(Self.loadRow(rows + e.column * R + 2), w)
+                    }
+                    for k in 0..<a {
+                        // along x: tile tx reads columns 2tx + j: j = 0, 1 even and odd of t0, j = 2, 3 of t2
+                        taps[0] = t0[k].evenHalf; taps[1] = t0[k].oddHalf; taps[2] = t2[k].evenHalf; taps[3] = t2[k].oddHalf
+                        out.update(repeating: Vector(), count: 4)
+                        for e in bt { out[e.row] = out[e.row].addingProduct(taps[e.column], Vector(repeating: e.value)) }
+                        for b in 0..<a { Self.store(out[b], v + (k * a + b) * rowStride + first) }
+                    }
+                }
+            }
+        }
+        }
+        }
+    }
+
+    /// Rows of one output channel from Ŷ (α², ·, ld) at `rowStride` per ξ: y = Aᵀ Ŷ A + bias, clamped at 0 if `relu`,
+    /// cropped to the output plane (images `imageStride` apart).
+    func transformOutput(_ yHat: UnsafePointer<Float>, rowStride: Int, images: Range<Int>, bias: Float, relu: Bool,
+                         into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, a = alpha
+        let b = Row(repeating: bias), floor = Row(repeating: relu ? 0 : -.infinity)
+        let staging = scratch
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: 6) { rowRegisters in
+        let z = rowRegisters.baseAddress!, out = z + 4
+        at.entries.withUnsafeBufferPointer { at in
+            for n in images {
+                let image = plane + n * imageStride
+                for ty in 0..<tilesHigh {
+                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    for k in 0..<a {
+                        // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
+                        var even = Vector(), odd = Vector()
+                        for e in at {
+                            let y = Self.load(yHat + (k * a + e.column) * rowStride + first), w = Vector(repeating: e.value)
+                            if e.row == 0 { even = even.addingProduct(y, w) } else { odd = odd.addingProduct(y, w) }
+                        }
+                        z[k].evenHalf = even; z[k].oddHalf = odd
+                    }
+                    // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
+                    out[0] = b; out[1] = b
+                    for e in at { out[e.row] = out[e.row].addingProduct(z[e.column], Row(repeating: e.value)) }
+                    for i in 0..<min(2, g.outputHeight - 2 * ty) {
+                        let r = out[i].replacing(with: floor, where: out[i] .< floor)
+                        Self.storeRow(r, staging)
+                        let dst = image + (2 * ty + i) * outW
+                        for x in 0..<outW { dst[x] = staging[x] }
+                    }
+                }
+            }
+        }
+        }
+    }
+
+    /// dŶ (α², ·, ld) at `rowStride` per ξ = A dy Aᵀ of every tile's 2 × 2 output gradients (zero where cropped).
+    func transformOutputGradient(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
+                                 into dyHat: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = alpha
+        let rows = scratch
+        rows.update(repeating: 0, count: 2 * R)      // the columns past the output stay zero
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: 4) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 6) { vectorRegisters in
+        let t = rowRegisters.baseAddress!, phases = vectorRegisters.baseAddress!, out = phases + 2
+        at.entries.withUnsafeBufferPointer { at in
+            for n in images {
+                let image = plane + n * imageStride
+                for ty in 0..<tilesHigh {
+                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    for i in 0..<2 {
+                        let y = 2 * ty + i, row = rows + i * R
+                        if y < g.outputHeight { let src = image + y * outW; for x in 0..<outW { row[x] = src[x] } }
+                        else { for x in 0..<outW { row[x] = 0 } }
+                    }
+                    // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ)
+                    t.update(repeating: Row(), count: 4)
+                    for e in at { t[e.column] = t[e.column].addingProduct(Self.loadRow(rows + e.row * R), Row(repeating: e.value)) }
+                    for k in 0..<a {
+                        // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
+                        phases[0] = t[k].evenHalf; phases[1] = t[k].oddHalf
+                        out.update(repeating: Vector(), count: 4)
+                        for e in at { out[e.column] = out[e.column].addingProduct(phases[e.row], Vector(repeating: e.value)) }
+                        for bIndex in 0..<a { Self.store(out[bIndex], dyHat + (k * a + bIndex) * rowStride + first) }
+                    }
+                }
+            }
+        }
+        }
+        }
+    }
+
+    /// Adds B dV Bᵀ of every tile to the input gradient plane (images `imageStride` apart), skipping the padding.
+    func addInputGradient(_ dv: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
+                          into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
+        let z = scratch, out = scratch + a * R
+        let unused = Self.columnMask(tiles: tilesWide)
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: 8) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4) { vectorRegisters in
+        let lo = rowRegisters.baseAddress!, hi = lo + 4, taps = vectorRegisters.baseAddress!
+        bt.entries.withUnsafeBufferPointer { bt in
+            for n in images {
+                let image = plane + n * imageStride
+                for ty in 0..<tilesHigh {
+                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    for k in 0..<a {
+                        // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) = Σ of the tiles'
+                        // G[j]: taps 0, 1 at columns 2tx, 2tx + 1 and taps 2, 3 two columns on (the tiles overlap)
+                        taps.update(repeating: Vector(), count: 4)
+                        for e in bt {
+                            taps[e.column] = taps[e.column].addingProduct(Self.load(dv + (k * a + e.row) * rowStride + first),
+                                                                        Vector(repeating: e.value))
+                        }
+                        var near = Row(), far = Row()
+                        near.evenHalf = taps[0]; near.oddHalf = taps[1]; far.evenHalf = taps[2]; far.oddHalf = taps[3]
+                        // lanes past the row's tiles hold another row's values
+                        near = near.replacing(with: 0, where: unused); far = far.replacing(with: 0, where: unused)
+                        let row = z + k * R
+                        Self.storeRow(near, row); Self.storeRow(Row(), row + 16)
+                        Self.storeRow(Self.loadRow(row + 2) + far, row + 2)
+                    }
+                    // along y: out[i] = Σ_k B[i, k] · Z[k], over the 18 columns
+                    lo.update(repeating: Row(), count: 8)
+                    for e in bt {
+                        let w = Row(repeating: e.value)
+                        lo[e.column] = lo[e.column].addingProduct(Self.loadRow(z + e.row * R), w)
+                        hi[e.column] = hi[e.column].addingProduct(Self.loadRow(z + e.row * R + 16), w)
+                    }
+                    for i in 0..<a {
+                        let y = 2 * ty - g.pad + i
+                        guard y >= 0 && y < g.inputHeight else { continue }
+                        Self.storeRow(lo[i], out); Self.storeRow(hi[i], out + 16)
+                        let src = out + g.pad, dst = image + y * W
+                        for x in 0..<W { dst[x] += src[x] }
+                    }
+                }
+            }
+        }
+        }
+        }
+    }
+
+    /// The columns (2tx + j, 16 lanes) of tiles tx ≥ `tiles`.
+    static func columnMask(tiles: Int) -> SIMDMask<SIMD16<Int32>> {
+        var lane = SIMD16<Int32>()
+        for q in 0..<16 { lane[q] = Int32(q / 2) }
+        return lane .>= SIMD16<Int32>(repeating: Int32(tiles))
+    }
+}
+
+extension Convolution {
+    /// The Winograd transform this layer runs with (stride 1 and a kernel `WinogradTransform.forKernel` knows), or nil.
+    public var winograd: WinogradTransform? {
+        guard usesWinograd, geometry.stride == 1, let w = WinogradTransform.forKernel(geometry.kernel),
+              WinogradTiles.supports(geometry, w) else { return nil }
+        return w
+    }
+
+    /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
+    /// columns for an efficient sgemm, few enough for the transformed chunk to stay near the caches.
+    func winogradImagesPerChunk(batch: Int, tiles: WinogradTiles) -> Int {
+        max(1, min(batch, columnBudget / 256 / tiles.tilesPerImage))
+    }
+    /// Columns of a transformed chunk's rows: its tiles, and a vector of room for the transforms' whole-vector writes.
+    func winogradLeadingDimension(batch: Int, tiles: WinogradTiles) -> Int {
+        WinogradTiles.roundUp(winogradImagesPerChunk(batch: batch, tiles: tiles) * tiles.tilesPerImage) + WinogradTiles.lanes
+    }
+
+    /// Floats of scratch each of the two column buffers needs for the Winograd path (0 without it): forward, col
+    /// holds U, V and Ŷ; backward, col holds U, V and dU, and colGradient dŶ and dV (and a vector of slack: the
+    /// transforms read whole vectors of tiles).
+    func winogradScratch(batch: Int) -> Int {
+        guard let w = winograd else { return 0 }
+        let a2 = w.tile * w.tile, ld = winogradLeadingDimension(batch: batch, tiles: WinogradTiles(geometry: geometry, transform: w))
+        let weights = a2 * outputChannels * inputChannelsPerPart, transformed = a2 * (outputChannels + inputChannelsPerPart) * ld
+        return max(weights + transformed, 2 * weights + a2 * inputChannelsPerPart * ld, transformed) + WinogradTiles.lanes
+    }
+
+    /// U (α², parts·M, Cin) = G g Gᵀ of every filter.
+    private func transformWeights(_ weight: UnsafePointer<Float>, _ w: WinogradTransform, into u: UnsafeMutablePointer<Float>) {
+        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart
+        let g = w.filterTransform
+        Parallel.forEachChunk(rows, threads: threads) { range in
+            var tmp = [Float](repeating: 0, count: a * r)
+            for o in range {
+                for c in 0..<cin {
+                    let filter = weight + (o * cin + c) * r * r
+                    // tmp (α, r) = G · filter
+                    for i in 0..<a { for l in 0..<r {
+                        var s: Float = 0
+                        for k in 0..<r { s += g[i * r + k] * filter[k * r + l] }
+                        tmp[i * r + l] = s
+                    } }
+                    // U[ξ = (i, j)] = tmp · Gᵀ
+                    for i in 0..<a { for j in 0..<a {
+                        var s: Float = 0
+                        for l in 0..<r { s += tmp[i * r + l] * g[j * r + l] }
+                        u[((i * a + j) * rows + o) * cin + c] = s
+                    } }
+                }
+            }
+        }
+    }
+
+    /// dW (parts·M, Cin, r, r) = Gᵀ dU G of every filter.
+    private func transformWeightGradient(_ du: UnsafePointer<Float>, _ w: WinogradTransform,
+                                         into weightGradient: UnsafeMutablePointer<Float>) {
+        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart
+        let g = w.filterTransform
+        Parallel.forEachChunk(rows, threads: threads) { range in
+            var tmp = [Float](repeating: 0, count: r * a)
+            for o in range {
+                for c in 0..<cin {
+                    // tmp (r, α) = Gᵀ · dU
+                    for k in 0..<r { for j in 0..<a {
+                        var s: Float = 0
+                        for i in 0..<a { s += g[i * r + k] * du[((i * a + j) * rows + o) * cin + c] }
+                        tmp[k * a + j] = s
+                    } }
+                    let out = weightGradient + (o * cin + c) * r * r
+                    for k in 0..<r { for l in 0..<r {
+                        var s: Float = 0
+                        for j in 0..<a { s += tmp[k * a + j] * g[j * r + l] }
+                        out[k * r + l] = s
+                    } }
+                }
+            }
+        }
+    }
+
+    /// Runs body(plane index range, scratch) split over the threads, with transform scratch for each thread.
+    private func forEachPlane(_ count: Int, _ tiles: WinogradTiles,
+                              _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        Parallel.forEachChunk(count, threads: threads) { range in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: tiles.scratchFloats) { buffer in
+                body(range, buffer.baseAddress!)
+            }
+        }
+    }
+
+    /// The tile ranges of the chunks, and the (group, rows, first input channel) of the sgemms: one group of all
+    /// parts' rows when the input is shared, else one group a part with its own input channels.
+    private func winogradGroups() -> [(rows: Range<Int>, firstInput: Int)] {
+        let M = outputChannelsPerPart
+        return sharedInput ? [(0..<outputChannels, 0)]
+                           : (0..<parts).map { p in (p * M..<(p + 1) * M, p * inputChannelsPerPart) }
+    }
+
+    func winogradForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                         output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool) {
+        let w = winograd!, tiles = WinogradTiles(geometry: geometry, transform: w)
+        let a2 = w.tile * w.tile, rowsAll = outputChannels, cin = inputChannelsPerPart
+        let ld = winogradLeadingDimension(batch: batch, tiles: tiles), imagesPerChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
+        let u = col, v = col + a2 * rowsAll * cin     // U (α², rowsAll, Cin), V (α², Cin, ld)
+        let yHat = v + a2 * cin * ld                    // Ŷ (α², rowsAll, ld)
+        let inChannelStride = batch * geometry.inputPlane, outChannelStride = batch * geometry.outputPlane
+        transformWeights(weight, w, into: u)
+        for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
+            let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
+            for group in winogradGroups() {
+                forEachPlane(cin, tiles) { channels, scratch in
+                    for c in channels {
+                        tiles.transformInput(input + (group.firstInput + c) * inChannelStride, imageStride: geometry.inputPlane,
+                                             images: chunk, into: v + c * ld, rowStride: cin * ld, scratch: scratch)
+                    }
+                }
+                let M = group.rows.count
+                for xi in 0..<a2 {
+                    Blas.sgemm(m: M, n: n, k: cin, a: u + (xi * rowsAll + group.rows.lowerBound) * cin, lda: cin,
+                               b: v + xi * cin * ld, ldb: ld, c: yHat + (xi * rowsAll + group.rows.lowerBound) * ld, ldc: ld)
+                }
+                forEachPlane(M, tiles) { range, scratch in
+                    for i in range {
+                        let o = group.rows.lowerBound + i
+                        tiles.transformOutput(yHat + o * ld, rowStride: rowsAll * ld, images: chunk, bias: bias[o], relu: relu,
+                                              into: output + o * outChannelStride, imageStride: geometry.outputPlane, scratch: scratch)
+                    }
+                }
+            }
+        }
+    }
+
+    func winogradBackward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>,
+                          outputGradient: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
+                          biasGradient: UnsafeMutablePointer<Float>, inputGradients: [UnsafeMutablePointer<Float>]?,
+                          col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>,
+                          afterChunk: (() -> Void)?) {
+        let w = winograd!, tiles = WinogradTiles(geometry: geometry, transform: w)
+        let a2 = w.tile * w.tile, rowsAll = outputChannels, cin = inputChannelsPerPart, M = outputChannelsPerPart
+        let ld = winogradLeadingDimension(batch: batch, tiles: tiles), imagesPerChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
+        let weightsSize = a2 * rowsAll * cin
+        let u = col, v = col + weightsSize, du = col + weightsSize + a2 * cin * ld   // U, V (α², Cin, ld), dU like U
+        let dyHat = colGradient, dv = colGradient + a2 * rowsAll * ld                // dŶ (α², rowsAll, ld), dV (α², Cin, ld)
+        let inChannelStride = batch * geometry.inputPlane, outChannelStride = batch * geometry.outputPlane
+        if inputGradients != nil { transformWeights(weight, w, into: u) }
+        du.update(repeating: 0, count: weightsSize)
+        if let grads = inputGradients {
+            precondition(grads.count == parts)
+            for g in grads { g.update(repeating: 0, count: cin * inChannelStride) }
+        }
+        for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
+            let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
+            for group in winogradGroups() {
+                forEachPlane(cin, tiles) { channels, scratch in
+                    for c in channels {
+                        tiles.transformInput(input + (group.firstInput + c) * inChannelStride, imageStride: geometry.inputPlane,
+                                             images: chunk, into: v + c * ld, rowStride: cin * ld, scratch: scratch)
+                    }
+                }
+                forEachPlane(group.rows.count, tiles) { range, scratch in
+                    for i in range {
+                        let o = group.rows.lowerBound + i
+                        tiles.transformOutputGradient(outputGradient + o * outChannelStride, imageStride: geometry.outputPlane,
+                                                      images: chunk, into: dyHat + o * ld, rowStride: rowsAll * ld, scratch: scratch)
+                    }
+                }
+                for xi in 0..<a2 {
+                    // dU[ξ] (rows, Cin) += dŶ[ξ] (rows, tiles) · V[ξ]ᵀ (tiles, Cin)
+                    let first = xi * rowsAll + group.rows.lowerBound
+                    Blas.sgemm(transB: true, m: group.rows.count, n: cin, k: n, a: dyHat + first * ld, lda: ld,
+                               b: v + xi * cin * ld, ldb: ld, beta: 1, c: du + first * cin, ldc: cin)
+                }
+                guard let grads = inputGradients else { continue }
+                // Each part's own rows give its input gradient: the part's own channels, or its partial of a shared input.
+                for p in 0..<parts where group.rows.contains(p * M) {
+                    for xi in 0..<a2 {
+                        // dV[ξ] (Cin, tiles) = U[ξ]ᵀ (Cin, M) · dŶ[ξ] (M, tiles), part p's rows
+                        let first = xi * rowsAll + p * M
+                        Blas.sgemm(transA: true, m: cin, n: n, k: M, a: u + first * cin, lda: cin,
+                                   b: dyHat + first * ld, ldb: ld, c: dv + xi * cin * ld, ldc: ld)
+                    }
+                    forEachPlane(cin, tiles) { channels, scratch in
+                        for c in channels {
+                            tiles.addInputGradient(dv + c * ld, rowStride: cin * ld, images: chunk,
+                                                   into: grads[p] + c * inChannelStride, imageStride: geometry.inputPlane,
+                                                   scratch: scratch)
+                        }
+                    }
+                }
+            }
+            afterChunk?()   // e.g. lets a gradient allreduce in flight progress
+        }
+        transformWeightGradient(du, w, into: weightGradient)
+        sumRows(outputGradient, rows: outputChannels, rowLength: outChannelStride, into: biasGradient, threads: threads)
+    }
+}

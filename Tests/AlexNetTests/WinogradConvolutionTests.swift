@@ -1,0 +1,73 @@
+// Winograd F(m, r): the transform matrices against a plain 1-D correlation, and the layer's forward and backward against
+// the same layer run as im2col + sgemm (itself checked against plain loops and central differences in ConvolutionTests).
+import AlexNet
+import XCTest
+
+final class WinogradConvolutionTests: XCTestCase {
+    func testTransformsComputeTheCorrelation() {
+        for (m, r) in [(2, 3), (4, 3), (2, 5), (3, 3)] {
+            let w = WinogradTransform(outputTile: m, kernel: r)
+            let a = w.tile
+            let d = randomFloats(a, seed: 4).map(Double.init), g = randomFloats(r, seed: 5).map(Double.init)
+            let bt = w.inputTransform.map(Double.init), gm = w.filterTransform.map(Double.init), at = w.outputTransform.map(Double.init)
+            let product = (0..<a).map { j in
+                (0..<r).reduce(0.0) { $0 + gm[j * r + $1] * g[$1] } * (0..<a).reduce(0.0) { $0 + bt[j * a + $1] * d[$1] }
+            }
+            for i in 0..<m {
+                let y = (0..<a).reduce(0.0) { $0 + at[i * a + $1] * product[$1] }
+                let reference = (0..<r).reduce(0.0) { $0 + d[i + $1] * g[$1] }
+                XCTAssertEqual(y, reference, accuracy: 1e-5 * max(1, abs(reference)), "F(\(m), \(r)) output \(i)")
+            }
+        }
+    }
+
+    /// Forward and all three gradients of `layer` against the same layer without Winograd.
+    func compare(_ layer: Convolution, batch: Int, _ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotNil(layer.winograd, name)
+        let plain = Convolution(geometry: layer.geometry, inputChannelsPerPart: layer.inputChannelsPerPart,
+                                outputChannelsPerPart: layer.outputChannelsPerPart, parts: layer.parts,
+                                sharedInput: layer.sharedInput, threads: 1, winograd: false)
+        XCTAssertNil(plain.winograd)
+        let g = layer.geometry
+        let inputCount = layer.inputChannels * batch * g.inputPlane, outputCount = layer.outputChannels * batch * g.outputPlane
+        let x = randomFloats(inputCount, seed: 11), w = randomFloats(layer.weightCount, seed: 12, scale: 0.3)
+        let b = randomFloats(layer.outputChannels, seed: 13), dy = randomFloats(outputCount, seed: 14)
+        let perPart = layer.inputChannelsPerPart * batch * g.inputPlane
+        func run(_ c: Convolution) -> (y: [Float], dx: [Float], dw: [Float], db: [Float]) {
+            var y = [Float](repeating: 0, count: outputCount)
+            var col = [Float](repeating: .nan, count: c.columnBufferSize(batch: batch)), dcol = col
+            var dx = [Float](repeating: .nan, count: perPart * c.parts)
+            var dw = [Float](repeating: .nan, count: c.weightCount), db = [Float](repeating: .nan, count: c.outputChannels)
+            y.withUnsafeMutableBufferPointer { yp in col.withUnsafeMutableBufferPointer { cp in
+                dcol.withUnsafeMutableBufferPointer { dp in dx.withUnsafeMutableBufferPointer { xp in
+                    dw.withUnsafeMutableBufferPointer { wp in db.withUnsafeMutableBufferPointer { bp in
+                        c.forward(input: x, batch: batch, weight: w, bias: b, output: yp.baseAddress!, col: cp.baseAddress!, relu: true)
+                        c.backward(input: x, batch: batch, weight: w, outputGradient: dy, weightGradient: wp.baseAddress!,
+                                   biasGradient: bp.baseAddress!,
+                                   inputGradients: (0..<c.parts).map { xp.baseAddress! + $0 * perPart },
+                                   col: cp.baseAddress!, colGradient: dp.baseAddress!)
+                    } }
+                } }
+            } }
+            return (y, dx, dw, db)
+        }
+        let fast = run(layer), reference = run(plain)
+        XCTAssertLessThan(relativeError(fast.y, reference.y), 2e-6, "\(name): output", file: file, line: line)
+        XCTAssertLessThan(relativeError(fast.dx, reference.dx), 2e-6, "\(name): input gradient", file: file, line: line)
+        XCTAssertLessThan(relativeError(fast.dw, reference.dw), 2e-6, "\(name): weight gradient", file: file, line: line)
+        XCTAssertLessThan(relativeError(fast.db, reference.db), 2e-6, "\(name): bias gradient", file: file, line: line)
+    }
+
+    func testMatchesIm2colAtTheSizesOfConv3ToConv5() {
+        let g = ConvGeometry(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1)
+        // One image a chunk (budget 2048); the default chunk holds the whole batch.
+        for (budget, threads) in [(2048, 1), (2048, 2), (Convolution.defaultColumnBudget, 2)] {
+            compare(Convolution(geometry: g, inputChannelsPerPart: 12, outputChannelsPerPart: 10, parts: 2, sharedInput: true,
+                                threads: threads, columnBudget: budget), batch: 3, "shared input, budget \(budget), \(threads) threads")
+            compare(Convolution(geometry: g, inputChannelsPerPart: 6, outputChannelsPerPart: 5, parts: 2, sharedInput: false,
+                                threads: threads, columnBudget: budget), batch: 3, "tower-local, budget \(budget), \(threads) threads")
+            compare(Convolution(geometry: g, inputChannelsPerPart: 7, outputChannelsPerPart: 9, parts: 1, sharedInput: false,
+                                threads: threads, columnBudget: budget), batch: 2, "one part, budget \(budget), \(threads) threads")
+        }
+    }
+}
