@@ -130,7 +130,7 @@ final class TraceRecorderTests: XCTestCase {
 /// The binary: one process, and mpirun -np 2 in the model and data layouts.
 final class TraceCommandTests: ProcessTestCase {
     override class var needsMPI: Bool { true }
-    let common = ["train", "--width", "0.125", "--batch", "8", "--steps", "3", "--threads", "1"]
+    var common: [String] { ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--steps", "3", "--threads", "1"] }
 
     func testOneProcessWritesTheDefaultWindowAndBadOptionsRefuse() throws {
         let dir = Paths.temporaryDirectory("trace-cli")
