@@ -31,15 +31,8 @@ final class CheckpointDirectoryTests: ProcessTestCase {
         XCTAssertNil(dir.newest { _ in throw AlexNetError("nothing loads") })
     }
 
-    /// A small NumPy dataset (256 training, 16 held-out images) made once: the runs' final evaluations stay short.
-    static let data: String = {
-        let dir = Paths.temporaryDirectory("checkpoint-data")
-        _ = runProcess(Paths.binary, ["export-embedded", "--out", dir, "--count", "256"], timeout: 60)
-        _ = runProcess(Paths.binary, ["export-embedded", "--out", dir + "/heldout", "--count", "16", "--held-out"], timeout: 60)
-        return dir
-    }()
-
-    var common: [String] { ["train", "--data", Self.data, "--width", "0.125", "--batch", "8", "--threads", "1", "--seed", "4", "--lr", "0.01"] }
+    /// SmallData (256 training, 16 held-out images): the runs' final evaluations stay short.
+    var common: [String] { ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--threads", "1", "--seed", "4", "--lr", "0.01"] }
 
     func train(_ args: [String], ranks: Int, mode: String? = nil, environment: [String: String] = [:]) -> (status: Int32, out: String, err: String) {
         let all = common + args + (mode.map { ["--mode", $0] } ?? [])
@@ -125,7 +118,9 @@ final class CheckpointDirectoryTests: ProcessTestCase {
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
-            usleep(UInt32.random(in: 300_000...1_500_000, using: &generator))
+            // 0.2-0.8 s: from start-up (~0.1 s with a resume) to several steps in; a step with its slowed save takes
+            // ~0.1 s here, ~40% of it inside the write, so the moments cover every phase of the step and the save.
+            usleep(UInt32.random(in: 200_000...800_000, using: &generator))
             guard p.isRunning else {   // it finished before the kill: start the whole run again
                 p.waitUntilExit()
                 XCTAssertEqual(p.terminationStatus, 0)
@@ -139,6 +134,7 @@ final class CheckpointDirectoryTests: ProcessTestCase {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
             if names.contains(where: { $0.contains(".partial-") }) { duringWrites += 1 }
         }
+        print("\(kills) kills, \(duringWrites) of them inside a checkpoint write")
         let last = train(steps + ["--checkpoint-dir", folder, "--auto-resume", "--loss-log", root + "/killed.log"], ranks: 1)
         XCTAssertEqual(last.status, 0, last.err)
         XCTAssertGreaterThanOrEqual(duringWrites, 3, "kills inside a checkpoint write (a partial file left behind)")

@@ -102,14 +102,14 @@ final class SaveEveryTests: ProcessTestCase {
     /// A run that fails late keeps what --save-every wrote: the checkpoint of the last multiple, resumable.
     func testACrashLosesAtMostSaveEverySteps() throws {
         let path = Paths.temporaryDirectory("save-every") + "/run.safetensors"
-        let r = runProcess(Paths.binary, ["train", "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
+        let r = runProcess(Paths.binary, ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
                                           "--save", path, "--save-every", "5", "--debug-fail-rank", "0", "--debug-fail-step", "11"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("injected failure at step 11"), r.err)
         let state = try Checkpoint.load(path, into: ParameterStore(config: ModelConfig(width: 0.125, classes: 10), towers: 0..<2))
         XCTAssertEqual(state?.step, 10)
-        let resumed = runProcess(Paths.binary, ["train", "--width", "0.125", "--batch", "8", "--steps", "12", "--threads", "1",
-                                                "--resume", path])
+        let resumed = runProcess(Paths.binary, ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--steps", "12",
+                                                "--threads", "1", "--resume", path])
         XCTAssertEqual(resumed.status, 0, resumed.err)
         XCTAssertTrue(resumed.out.contains("resuming") && resumed.out.contains("step    12/12"), resumed.out)
     }
@@ -135,12 +135,13 @@ final class ThreadDefaultTests: ProcessTestCase {
     /// --threads defaults to the cores the process may run on (its affinity), as under mpirun's binding.
     func testDefaultThreadsFollowTheAffinity() throws {
         let taskset = try XCTUnwrap(Paths.onPath("taskset"), "taskset is not on PATH: install util-linux")
-        let r = runProcess(taskset, ["-c", "0", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
+        let r = runProcess(taskset, ["-c", "0", Paths.binary, "train", "--data", SmallData.path, "--width", "0.125", "--batch", "4", "--steps", "1"])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("both towers, 1 thread"), r.out)
         // With two cores allowed the default is 2 threads, one a tower (a child may widen its mask again).
         guard ProcessInfo.processInfo.activeProcessorCount >= 2 else { return }
-        let two = runProcess(taskset, ["-c", "0,1", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "1"])
+        let two = runProcess(taskset, ["-c", "0,1", Paths.binary, "train", "--data", SmallData.path, "--width", "0.125", "--batch", "4",
+                                       "--steps", "1"])
         XCTAssertEqual(two.status, 0, two.err)
         XCTAssertTrue(two.out.contains("one thread each (2 threads)"), two.out)
     }

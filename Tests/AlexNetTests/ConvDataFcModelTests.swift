@@ -10,10 +10,7 @@ extension DataParallelTests {
     /// every rank's slice exchange moves the predicted bytes.
     func testConvDataFcModelMatchesOneProcess() throws {
         let dir = Paths.temporaryDirectory("owt")
-        let one = runProcess(Paths.binary, common + ["--loss-log", dir + "/one.txt", "--save", dir + "/one.safetensors"])
-        XCTAssertEqual(one.status, 0, one.err)
-        let reference = (readLosses(dir + "/one.txt"), dir + "/one.safetensors")
-        XCTAssertEqual(reference.0.count, 20)
+        let reference = oneProcessReference()
         for n in [2, 3, 4] {
             let tag = "owt\(n)"
             let r = mpirun(["-np", "\(n)", Paths.binary] + common + ["--mode", "owt", "--loss-log", dir + "/\(tag).txt",
@@ -43,9 +40,7 @@ extension DataParallelTests {
     /// ending at its weights.
     func testConvDataFcModelCheckpointsResumeAcrossLayouts() throws {
         let dir = Paths.temporaryDirectory("owt-resume")
-        let whole = runProcess(Paths.binary, common + ["--loss-log", dir + "/whole.txt", "--save", dir + "/whole.safetensors"])
-        XCTAssertEqual(whole.status, 0, whole.err)
-        let wholeLosses = readLosses(dir + "/whole.txt")
+        let (wholeLosses, wholeWeights) = oneProcessReference()
         guard wholeLosses.count == 20 else { return XCTFail("the uninterrupted run logged \(wholeLosses.count) losses") }
         let half = common.map { $0 == "20" ? "10" : $0 }, rest = Array(wholeLosses[10...])
         let owtHalf = mpirun(["-np", "3", Paths.binary] + half + ["--mode", "owt", "--save", dir + "/owt-half.safetensors"])
@@ -54,19 +49,17 @@ extension DataParallelTests {
                                                         "--save", dir + "/single.safetensors"])
         XCTAssertEqual(single.status, 0, single.err)
         try compare("owt checkpoint resumed in one process", losses: readLosses(dir + "/single.txt"),
-                    weights: dir + "/single.safetensors", against: (rest, dir + "/whole.safetensors"))
+                    weights: dir + "/single.safetensors", against: (rest, wholeWeights))
         let model = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "model", "--resume", dir + "/owt-half.safetensors",
                                                                   "--loss-log", dir + "/model.txt", "--save", dir + "/model.safetensors"])
         XCTAssertEqual(model.status, 0, model.err + model.out)
         try compare("owt checkpoint resumed under model parallelism", losses: readLosses(dir + "/model.txt"),
-                    weights: dir + "/model.safetensors", against: (rest, dir + "/whole.safetensors"))
-        let modelHalf = mpirun(["-np", "2", Paths.binary] + half + ["--mode", "model", "--save", dir + "/model-half.safetensors"])
-        XCTAssertEqual(modelHalf.status, 0, modelHalf.err + modelHalf.out)
-        let owt = mpirun(["-np", "3", Paths.binary] + common + ["--mode", "owt", "--resume", dir + "/model-half.safetensors",
+                    weights: dir + "/model.safetensors", against: (rest, wholeWeights))
+        let owt = mpirun(["-np", "3", Paths.binary] + common + ["--mode", "owt", "--resume", modelParallelHalfway(),
                                                                 "--loss-log", dir + "/owt.txt", "--save", dir + "/owt.safetensors"])
         XCTAssertEqual(owt.status, 0, owt.err + owt.out)
         try compare("model-parallel checkpoint resumed under owt", losses: readLosses(dir + "/owt.txt"),
-                    weights: dir + "/owt.safetensors", against: (rest, dir + "/whole.safetensors"))
+                    weights: dir + "/owt.safetensors", against: (rest, wholeWeights))
     }
 
     func testConvDataFcModelRefusesOneRankAndTooSmallBatches() {

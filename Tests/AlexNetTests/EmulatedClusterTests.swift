@@ -108,7 +108,8 @@ final class EmulatedClusterTests: ProcessTestCase {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.onPath("setsid") ?? "/usr/bin/setsid")
         p.arguments = ["-w", Self.script, "--nodes", "2", "--bandwidth", "1gbit", "--", Paths.binary, "train", "--mode", "data",
-                       "--threads", "1", "--width", "0.125", "--batch", "16", "--steps", "100000", "--loss-log", marker]
+                       "--data", SmallData.path, "--threads", "1", "--width", "0.125", "--batch", "16", "--steps", "100000",
+                       "--loss-log", marker]
         p.standardOutput = FileHandle(forWritingAtPath: outFile)
         p.standardError = FileHandle(forWritingAtPath: errFile)
         try p.run()

@@ -66,8 +66,8 @@ final class MPIRobustnessTests: XCTestCase {
     func testAStoppedRankEndsTheModelParallelJob() throws {
         let dir = Paths.temporaryDirectory("stall-model")
         let data = tinyDataset(dir)
-        try stopRankOne(of: ["train", "--mode", "model", "--width", "0.125", "--steps", "100000", "--stall-timeout", "20"] + small(data),
-                        in: dir, timeout: 20, within: 40) { line in
+        try stopRankOne(of: ["train", "--mode", "model", "--width", "0.125", "--steps", "100000", "--stall-timeout", "5"] + small(data),
+                        in: dir, timeout: 5, within: 25) { line in
             // The partner is caught in a tower exchange (naming its point) or, between steps, in the end-of-step
             // agreement (where a single CPU shared by both ranks often leaves it).
             XCTAssertTrue(line.contains(" for rank 1 "), line)
@@ -81,8 +81,8 @@ final class MPIRobustnessTests: XCTestCase {
     func testAStoppedRankEndsTheDataParallelJob() throws {
         let dir = Paths.temporaryDirectory("stall-data")
         let data = tinyDataset(dir)
-        try stopRankOne(of: ["train", "--mode", "data", "--width", "0.125", "--steps", "100000", "--stall-timeout", "10"] + small(data),
-                        in: dir, timeout: 10, within: 30) { line in
+        try stopRankOne(of: ["train", "--mode", "data", "--width", "0.125", "--steps", "100000", "--stall-timeout", "5"] + small(data),
+                        in: dir, timeout: 5, within: 25) { line in
             XCTAssertTrue(line.contains("in the gradient allreduce for rank 1 "), line)
         }
     }
@@ -112,7 +112,9 @@ final class MPIRobustnessTests: XCTestCase {
 
     /// Starts `arguments` under `mpirun -np 2`, waits for its first step, stops rank 1 (SIGSTOP), and checks that
     /// rank 0 gives up after `timeout` seconds (not before) and that mpirun and both ranks are gone within `within`
-    /// seconds of the stop; `check` gets rank 0's error line. Kills whatever is left, whatever happens.
+    /// seconds of the stop; `check` gets rank 0's error line. Kills whatever is left, whatever happens. The tests give
+    /// --stall-timeout 5: over a hundred of these runs' steps (~40 ms), so no healthy wait comes near it, while the
+    /// test waits out the timeout itself only once.
     func stopRankOne(of arguments: [String], in dir: String, timeout: Double, within: Double,
                      check: (String) -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
         let job = try BackgroundJob(MPI.launcher, ["--oversubscribe", "-np", "2", Paths.binary] + arguments, in: dir)

@@ -12,7 +12,8 @@ final class ModelParallelTests: ProcessTestCase {
     /// layouts (an exchange only moves floats, and adds a partner's partial in the same order), so nothing may differ.
     func testTwoRanksTrainBitForBitTheNumbersOfOneProcess() throws {
         let dir = Paths.temporaryDirectory("mp-vs-single")
-        let common = ["train", "--width", "0.125", "--batch", "8", "--steps", "20", "--seed", "3", "--dropout", "0.5"]
+        let common = ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--steps", "20", "--seed", "3",
+                      "--dropout", "0.5"]
         let one = runProcess(Paths.binary, common + ["--threads", "2", "--loss-log", dir + "/one.txt", "--save", dir + "/one.safetensors"])
         XCTAssertEqual(one.status, 0, one.err)
         let two = mpirun(["-np", "2", Paths.binary] + common + ["--threads", "1", "--mode", "model",
@@ -45,7 +46,8 @@ final class ModelParallelTests: ProcessTestCase {
     /// Acceptance: a rank that fails (an error, or killed) stops the other within seconds; the message names it.
     func testAFailingRankStopsTheOther() throws {
         for (kind, step) in [("error", 0), ("error", 3), ("kill", 2), ("exit", 1)] {
-            let r = mpirun(["-np", "2", Paths.binary, "train", "--width", "0.125", "--batch", "4", "--steps", "50", "--threads", "1",
+            let r = mpirun(["-np", "2", Paths.binary, "train", "--data", SmallData.path, "--width", "0.125", "--batch", "4",
+                            "--steps", "50", "--threads", "1",
                             "--debug-fail-rank", "1", "--debug-fail-step", "\(step)", "--debug-fail-kind", kind], timeout: 60)
             XCTAssertNotEqual(r.status, 0, "\(kind): the job should fail")
             // Start-up and failure included, these jobs take 3 to 6 s on a busy 2-core machine; a rank left waiting for

@@ -228,7 +228,8 @@ final class PrefetchUnderMPITests: ProcessTestCase {
     /// stops both ranks (no hang; rank 1 is left waiting in step 3's allreduce) after the steps before it.
     func testBackgroundErrorOnOneRankStopsTheJob() {
         let log = Paths.temporaryDirectory("prefetch-mpi-fail") + "/losses.txt"
-        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "data", "--width", "0.0625", "--batch", "8", "--steps", "10",
+        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "data", "--data", SmallData.path, "--width", "0.0625", "--batch", "8",
+                        "--steps", "10",
                         "--threads", "1", "--loss-log", log, "--debug-fail-rank", "0", "--debug-fail-step", "3",
                         "--debug-fail-kind", "assemble"], timeout: 120)
         XCTAssertNotEqual(r.status, 0)

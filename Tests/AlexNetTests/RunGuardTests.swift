@@ -64,8 +64,9 @@ func childProcesses(of pid: Int32) -> [Int32] {
 }
 
 final class RunGuardTests: XCTestCase {
-    /// A small, quick run: W = 0.125, batch 8, one thread.
-    let small = ["train", "--width", "0.125", "--batch", "8", "--threads", "1"]
+    /// A small, quick run: W = 0.125, batch 8, one thread, on SmallData (no start-up statistics pass over the embedded
+    /// set, and 16 held-out images to evaluate at the end instead of 1,000).
+    var small: [String] { ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--threads", "1"] }
 
     // MARK: In-process
 
@@ -219,7 +220,8 @@ final class RunGuardTests: XCTestCase {
     /// A second signal does not wait for the step: the process ends at once, with 128 + the signal.
     func testASecondSignalStopsAtOnce() throws {
         // Steps of a few seconds, so that both signals (apart enough not to merge into one) land inside one step.
-        let run = try BackgroundProcess(Paths.binary, ["train", "--width", "0.5", "--batch", "64", "--threads", "1", "--steps", "100000"])
+        let run = try BackgroundProcess(Paths.binary, ["train", "--data", SmallData.path, "--width", "0.5", "--batch", "64", "--threads", "1",
+                                                       "--steps", "100000"])
         XCTAssertTrue(run.wait(until: { run.out.contains("step     1/") }, timeout: 300), "no first step:\n\(run.out)\n\(run.err)")
         kill(run.process.processIdentifier, SIGINT)
         usleep(300_000)

@@ -83,6 +83,49 @@ enum Paths {
     }
 }
 
+/// A small NumPy copy of the embedded shapes, exported once per test process: its first 256 training images, and a
+/// heldout/ folder of its first 16 held-out ones. Runs that test something other than accuracy train on it: they start
+/// without the embedded set's statistics pass (1,000 generated images, ~1.7 s a process) and end without evaluating
+/// its 1,000 held-out images (~3 s), which would otherwise be most of a short run's time (mpirun's ranks each pay both).
+enum SmallData {
+    static let path: String = {
+        let dir = Paths.temporaryDirectory("small-data")
+        for (out, extra) in [(dir, ["--count", "256"]), (dir + "/heldout", ["--count", "16", "--held-out"])] {
+            let r = runProcess(Paths.binary, ["export-embedded", "--out", out] + extra, timeout: 120)
+            if r.status != 0 { print("SmallData: export-embedded into \(out) failed (\(r.status)): \(r.err)") }
+        }
+        return dir
+    }()
+}
+
+extension DataSplits {
+    /// The first `training` and `heldOut` images of the embedded shapes of `seed`, the statistics (mean image, colour
+    /// PCA) from the training ones: for in-process trainers of a few steps, which would otherwise spend ~1.5 s on the
+    /// full set's statistics (1,000 generated images) and, when they run to the end, ~3 s evaluating 1,000 images.
+    static func smallEmbedded(seed: UInt64, training: Int = 64, heldOut: Int = 16) -> DataSplits {
+        DataSplits(train: EmbeddedShapes(seed: seed, heldOut: false, count: training),
+                   heldOut: EmbeddedShapes(seed: seed, heldOut: true, count: heldOut), heldOutIsTrainingSet: false,
+                   classes: EmbeddedShapes.classNames.count, description: "\(training) + \(heldOut) embedded shapes",
+                   statisticsSamples: training)
+    }
+}
+
+/// A value made by the first test that asks for it and shared by the others (XCTest makes a new instance for each
+/// test, so a class's shared runs live in a static `Shared`).
+final class Shared<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value? = nil   // under lock
+
+    func get(_ make: () throws -> Value) rethrows -> Value {
+        try lock.withLock {
+            if let value { return value }
+            let made = try make()
+            value = made
+            return made
+        }
+    }
+}
+
 enum MPI {
     /// mpirun as found on PATH (Open MPI's, from openmpi-bin); "mpirun" when it is not there, which then fails to start.
     static let launcher: String = Paths.onPath("mpirun") ?? "mpirun"

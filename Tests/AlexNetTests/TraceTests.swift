@@ -74,7 +74,7 @@ final class TraceRecorderTests: XCTestCase {
         s.model = ModelConfig(width: 0.125, classes: 10, dropout: 0.5)
         (s.batch, s.steps, s.progressEvery, s.writesFiles) = (8, 3, 1e9, false)
         s.layout = .threadedTowers   // two tower rows
-        let trainer = try Trainer(settings: s, data: EmbeddedShapes.splits(seed: s.seed))
+        let trainer = try Trainer(settings: s, data: .smallEmbedded(seed: s.seed))
         trainer.log = { _ in }
         let recorder = TraceRecorder(window: 0...2)
         trainer.replica.attach(trace: recorder, row: "model")
@@ -130,7 +130,7 @@ final class TraceRecorderTests: XCTestCase {
 /// The binary: one process, and mpirun -np 2 in the model and data layouts.
 final class TraceCommandTests: ProcessTestCase {
     override class var needsMPI: Bool { true }
-    let common = ["train", "--width", "0.125", "--batch", "8", "--steps", "3", "--threads", "1"]
+    var common: [String] { ["train", "--data", SmallData.path, "--width", "0.125", "--batch", "8", "--steps", "3", "--threads", "1"] }
 
     func testOneProcessWritesTheDefaultWindowAndBadOptionsRefuse() throws {
         let dir = Paths.temporaryDirectory("trace-cli")

@@ -17,7 +17,7 @@ final class TrainingTests: XCTestCase {
     }
 
     func weights(after s: TrainingSettings) throws -> (losses: [Double], weights: [Float]) {
-        let t = try Trainer(settings: s, data: EmbeddedShapes.splits(seed: s.seed))
+        let t = try Trainer(settings: s, data: .smallEmbedded(seed: s.seed))
         t.log = { _ in }
         var cache = (epoch: -1, order: [Int]())
         let losses = try (0..<s.steps).map { try t.trainStep($0, cache: &cache).loss }
@@ -44,7 +44,7 @@ final class TrainingTests: XCTestCase {
 
     func testCheckpointRoundTripKeepsWeightsAndMomentum() throws {
         let s = settings(steps: 2)
-        let t = try Trainer(settings: s, data: EmbeddedShapes.splits(seed: s.seed))
+        let t = try Trainer(settings: s, data: .smallEmbedded(seed: s.seed))
         var cache = (epoch: -1, order: [Int]())
         for step in 0..<2 { _ = try t.trainStep(step, cache: &cache) }
         let path = Paths.temporaryDirectory("checkpoint") + "/c.safetensors"
