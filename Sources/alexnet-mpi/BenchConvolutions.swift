@@ -6,7 +6,7 @@ import Foundation
 struct BenchConvolutions: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-convolutions",
-        abstract: "Time conv2–conv5 of one tower, forward and backward, as im2col + sgemm and as Winograd where it applies (interleaved; fastest of the rounds).")
+        abstract: "Time conv1–conv5 of one tower, forward and backward, as im2col + sgemm and as Winograd where it applies (interleaved; fastest of the rounds).")
 
     @Option(help: "Width multiplier W (1 = the paper).")
     var width: Double = 1
@@ -34,11 +34,12 @@ struct BenchConvolutions: ParsableCommand {
                      threads == 1 ? "" : "s", rounds))
         print("layer  algorithm                forward ms  backward ms   GFLOP/s (direct arithmetic)")
         for r in rows {
-            print(String(format: "%@ %@ %10.1f %12.1f %9.1f", r.layer.padding(toLength: 6, withPad: " ", startingAt: 0),
-                         r.algorithm.padding(toLength: 24, withPad: " ", startingAt: 0), r.forwardMs, r.backwardMs, r.gflops))
+            print(String(format: "%@ %@ %10.1f %12.1f %9.1f%@", r.layer.padding(toLength: 6, withPad: " ", startingAt: 0),
+                         r.algorithm.padding(toLength: 24, withPad: " ", startingAt: 0), r.forwardMs, r.backwardMs, r.gflops,
+                         r.chosen ? "   ← training runs this" : ""))
         }
         let json = rows.map { ["layer": $0.layer, "algorithm": $0.algorithm, "forward_ms": $0.forwardMs, "backward_ms": $0.backwardMs,
-                               "gflops": $0.gflops] as [String: Any] }
+                               "gflops": $0.gflops, "chosen": $0.chosen] as [String: Any] }
         print(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self))
     }
 }

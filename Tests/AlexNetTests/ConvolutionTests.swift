@@ -1,4 +1,4 @@
-// Convolution (im2col + sgemm, and Winograd for 3 × 3; tower parts): against a plain-loop grouped convolution, and central differences
+// Convolution (im2col + sgemm, and Winograd for 3 × 3 and 5 × 5; tower parts): against a plain-loop grouped convolution, and central differences
 // for input, weight and bias gradients, both for tower-local layers (groups) and for layers after an exchange.
 import AlexNet
 import XCTest
@@ -15,11 +15,11 @@ final class ConvolutionTests: XCTestCase {
             Case(conv: Convolution(geometry: conv.geometry, inputChannelsPerPart: conv.inputChannelsPerPart,
                                    outputChannelsPerPart: conv.outputChannelsPerPart, parts: conv.parts,
                                    sharedInput: conv.sharedInput, threads: threads, columnBudget: columnBudget,
-                                   winograd: conv.usesWinograd), batch: batch)
+                                   winograd: conv.winogradUse), batch: batch)
         }
     }
 
-    static func make(sharedInput: Bool, kernel: Int, stride: Int, pad: Int, size: Int = 9, winograd: Bool = true) -> Case {
+    static func make(sharedInput: Bool, kernel: Int, stride: Int, pad: Int, size: Int = 9, winograd: WinogradUse = .always) -> Case {
         let g = ConvGeometry(inputHeight: size, inputWidth: size, kernel: kernel, stride: stride, pad: pad)
         return Case(conv: Convolution(geometry: g, inputChannelsPerPart: sharedInput ? 4 : 2, outputChannelsPerPart: 3,
                                       parts: 2, sharedInput: sharedInput, winograd: winograd), batch: 3)
@@ -69,9 +69,10 @@ final class ConvolutionTests: XCTestCase {
     let cases: [(String, Case)] = [
         ("tower-local 3/1/1 (Winograd)", make(sharedInput: false, kernel: 3, stride: 1, pad: 1)),
         ("shared input 3/1/1 (Winograd)", make(sharedInput: true, kernel: 3, stride: 1, pad: 1)),
-        ("tower-local 3/1/1 (im2col)", make(sharedInput: false, kernel: 3, stride: 1, pad: 1, winograd: false)),
+        ("tower-local 3/1/1 (im2col)", make(sharedInput: false, kernel: 3, stride: 1, pad: 1, winograd: .never)),
         ("shared input 3/1/1, 10 × 10 (Winograd, no cropped tiles)", make(sharedInput: true, kernel: 3, stride: 1, pad: 1, size: 10)),
-        ("tower-local 5/1/2", make(sharedInput: false, kernel: 5, stride: 1, pad: 2)),
+        ("tower-local 5/1/2 (Winograd)", make(sharedInput: false, kernel: 5, stride: 1, pad: 2)),
+        ("tower-local 5/1/2 (im2col)", make(sharedInput: false, kernel: 5, stride: 1, pad: 2, winograd: .never)),
         ("shared input 3/2/0 (strided)", make(sharedInput: true, kernel: 3, stride: 2, pad: 0, size: 11)),
         ("shared input 4/3/1 (strided, padded)", make(sharedInput: true, kernel: 4, stride: 3, pad: 1, size: 11)),
     ]

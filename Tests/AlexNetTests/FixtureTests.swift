@@ -28,9 +28,10 @@ final class FixtureTests: XCTestCase {
     }
 
     /// Forward, loss, gradients and two SGD steps against PyTorch; `budget` forces im2col chunking when small.
-    func checkFixture(columnBudget budget: Int) throws {
+    func checkFixture(columnBudget budget: Int, winograd: WinogradUse = .whereItPays) throws {
         let f = try Self.loadFixture()
-        let model = TwoTowerAlexNet(config: f.config, maxBatch: f.batch, exchange: LocalTowerExchange(), columnBudget: budget)
+        let model = TwoTowerAlexNet(config: f.config, maxBatch: f.batch, exchange: LocalTowerExchange(), columnBudget: budget,
+                                    winograd: winograd)
         try Checkpoint.load(f.weights, into: model.parameters)
         // The fixture holds exactly the model's tensors, with the model's shapes: none is left out of the checks below.
         let file = try SafetensorsFile(path: f.weights)
@@ -78,4 +79,7 @@ final class FixtureTests: XCTestCase {
 
     /// Every convolution split into many im2col chunks must give the same numbers.
     func testFixtureReproducesPyTorchWithSmallIm2colChunks() throws { try checkFixture(columnBudget: 1000) }
+
+    /// conv2–conv5 as Winograd (the fixture's width is below where training picks it; at W = 1 it runs by default).
+    func testFixtureReproducesPyTorchWithWinograd() throws { try checkFixture(columnBudget: 20_000, winograd: .always) }
 }

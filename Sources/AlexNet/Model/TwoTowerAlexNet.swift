@@ -36,7 +36,7 @@ public final class TwoTowerAlexNet {
     public let threads: Int
 
     // Layers. Every conv/fc layer has one part per local tower.
-    let conv1, conv2, conv3, conv4, conv5: Convolution
+    public let conv1, conv2, conv3, conv4, conv5: Convolution
     let pool1: MaxPool, pool2: MaxPool, pool5: MaxPool
     let fc6, fc7, fc8: FullyConnected
     let lrn: LocalResponseNorm
@@ -81,11 +81,12 @@ public final class TwoTowerAlexNet {
     let col, colGradient: UnsafeMutablePointer<Float>        // im2col scratch
 
     /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
-    /// `threads`: what this model's loops may use; `columnBudget`: floats an im2col chunk may hold.
+    /// `threads`: what this model's loops may use; `columnBudget`: floats an im2col chunk may hold; `winograd`: where
+    /// the stride-1 convolutions run as Winograd.
     /// `fullyConnectedExchange`: the conv-data/fc-model layout's slice exchange (this model then holds both towers
     /// and slice `localTowers` of its `partCount` slices of fc6–fc8); nil: fc6–fc8 split by tower like the rest.
     public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, fullyConnectedExchange: TowerExchange? = nil,
-                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
         self.config = config
         self.exchange = exchange
         self.maxBatch = maxBatch
@@ -109,21 +110,21 @@ public final class TwoTowerAlexNet {
         let P = exchange.localTowers.count
         conv1 = Convolution(geometry: .init(inputHeight: 227, inputWidth: 227, kernel: 11, stride: 4, pad: 0),
                             inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true,
-                            threads: threads, columnBudget: columnBudget)
+                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         pool1 = MaxPool(inputHeight: 55, inputWidth: 55, threads: threads)
         conv2 = Convolution(geometry: .init(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2),
                             inputChannelsPerPart: c1, outputChannelsPerPart: c2, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget)
+                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         pool2 = MaxPool(inputHeight: 27, inputWidth: 27, threads: threads)
         conv3 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
                             inputChannelsPerPart: 2 * c2, outputChannelsPerPart: c3, parts: P, sharedInput: true,
-                            threads: threads, columnBudget: columnBudget)
+                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         conv4 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
                             inputChannelsPerPart: c3, outputChannelsPerPart: c4, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget)
+                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         conv5 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
                             inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget)
+                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         pool5 = MaxPool(inputHeight: 13, inputWidth: 13, threads: threads)
         let (slices, local) = (fcSlices, fcLocal)
         func partRows(_ rows: Int) -> [Int] {
@@ -182,7 +183,7 @@ public final class TwoTowerAlexNet {
     /// parameter, gradient and momentum buffers), computed before allocating anything; nil if it does not fit in an Int.
     /// The same sums as `init` (a test holds them equal).
     public static func floatsNeeded(config: ModelConfig, maxBatch N: Int, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil,
-                                    columnBudget: Int = Convolution.defaultColumnBudget) -> Int? {
+                                    columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) -> Int? {
         let T = Double(ModelConfig.towers), P = Double(towers.count), n = Double(N)
         let B = n * Double(fullyConnectedSlice?.count ?? 1), PF = fullyConnectedSlice == nil ? P : 1
         func localRows(_ rows: Int) -> Double {
@@ -212,7 +213,7 @@ public final class TwoTowerAlexNet {
             guard c.inPerPart * c.outPerPart * P * n < 0x1p40 else { return .infinity }
             let layer = Convolution(geometry: .init(inputHeight: c.side, inputWidth: c.side, kernel: c.kernel, stride: c.stride, pad: c.pad),
                                     inputChannelsPerPart: Int(c.inPerPart), outputChannelsPerPart: Int(c.outPerPart),
-                                    parts: towers.count, sharedInput: c.shared, columnBudget: columnBudget)
+                                    parts: towers.count, sharedInput: c.shared, columnBudget: columnBudget, winograd: winograd)
             return Double(layer.columnBufferSize(batch: N))
         }.max()!
         total += 2 * column

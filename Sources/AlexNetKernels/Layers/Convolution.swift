@@ -13,15 +13,15 @@ public struct Convolution: Sendable {
     public let sharedInput: Bool
     public let threads: Int                   // threads the loops may use (the caller's share of the cores)
     public let columnBudget: Int              // floats an im2col chunk may hold
-    public let usesWinograd: Bool             // stride-1 layers with a known tile run as Winograd (WinogradConvolution.swift)
+    public let winogradUse: WinogradUse       // stride-1 layers with a known tile may run as Winograd (WinogradConvolution.swift)
 
     /// Floats an im2col chunk may hold by default: small enough to stay in a core's L2 cache while sgemm reads it.
     public static let defaultColumnBudget = 1 << 17
 
     public init(geometry: ConvGeometry, inputChannelsPerPart: Int, outputChannelsPerPart: Int, parts: Int, sharedInput: Bool,
-                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: Bool = true) {
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
         self.geometry = geometry
-        self.usesWinograd = winograd
+        self.winogradUse = winograd
         self.inputChannelsPerPart = inputChannelsPerPart
         self.outputChannelsPerPart = outputChannelsPerPart
         self.parts = parts

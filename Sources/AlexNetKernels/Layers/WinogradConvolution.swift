@@ -1,6 +1,7 @@
 // Winograd minimal filtering F(m × m, r × r) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks")
-// for the stride-1 layers, forward and backward side by side: conv3–conv5 (3 × 3) do 2.25× fewer multiplications
-// than im2col + sgemm, as α² = (m + r − 1)² sgemms of (output channels × input channels × tiles) a chunk of tiles.
+// for the stride-1 layers, forward and backward side by side: conv3–conv5 (F(2 × 2, 3 × 3)) do 2.25× fewer
+// multiplications than im2col + sgemm, conv2 (F(2 × 2, 5 × 5)) 2.8× fewer, as α² = (m + r − 1)² sgemms of
+// (output channels × input channels × tiles) a chunk of tiles.
 //
 // Forward, one tile of α × α inputs d and one filter g (r × r):  y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A   (m × m outputs).
 // Backward is the exact adjoint of the same linear maps: with dŶ = A dy Aᵀ,
@@ -63,8 +64,14 @@ public struct WinogradTransform: Sendable, Equatable {
 
     /// The Winograd tile for a stride-1 layer with an r × r kernel, or nil where im2col + sgemm stays.
     public static func forKernel(_ r: Int) -> WinogradTransform? {
-        r == 3 ? WinogradTransform(outputTile: 2, kernel: 3) : nil
+        r == 3 || r == 5 ? WinogradTransform(outputTile: 2, kernel: r) : nil
     }
+}
+
+/// Where a convolution runs as Winograd: where it pays (stride 1, a known tile, enough input channels: the default),
+/// wherever it can (tests and benchmarks at small widths), or nowhere.
+public enum WinogradUse: Sendable, Equatable {
+    case whereItPays, always, never
 }
 
 /// A matrix's non-zero entries (row, column, value): the transforms skip the zeros of Bᵀ, G and Aᵀ.
@@ -87,25 +94,27 @@ struct SparseMatrix: Sendable {
 
 /// The tiles of a stride-1 layer with m = 2 and the transforms between feature maps and the Winograd domain, a row
 /// of tiles at a time and all in vectors: the transform along y runs on whole padded rows (16 lanes over x), the one
-/// along x on their even and odd columns (8 lanes over the tiles of the row: at most 8 tiles, outputs ≤ 16 wide).
+/// along x on their even and odd columns (8 lanes over the tiles of the row, in one or two halves: up to 16 tiles,
+/// outputs ≤ 32 wide).
 struct WinogradTiles {
-    typealias Vector = SIMD8<Float>      // one lane a tile of a row
+    typealias Vector = SIMD8<Float>      // one lane a tile of (half) a row
     typealias Row = SIMD16<Float>        // one lane a column of a row
     static let lanes = 8
-    static let maximumTilesWide = 8
+    static let rowFloats = 48            // a padded row buffer: columns −pad …, three rows of 16 lanes
+    static let maximumTile = 6           // α ≤ 6: F(2, 3) and F(2, 5)
     let geometry: ConvGeometry
     let transform: WinogradTransform
     let alpha: Int
     let tilesHigh: Int, tilesWide: Int
+    let halves: Int                      // vectors of tiles a row
     var tilesPerImage: Int { tilesHigh * tilesWide }
     let bt: SparseMatrix    // Bᵀ (α, α)
     let at: SparseMatrix    // Aᵀ (2, α)
-    static let rowFloats = 32   // a padded row buffer: columns −pad …, two rows of 16 lanes
 
-    /// Whether a layer of this geometry can run: m = 2, and a row of tiles fits in one vector.
+    /// Whether a layer of this geometry can run: m = 2, α ≤ 6, and a row of tiles fits in two vectors.
     static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
-        w.outputTile == 2 && g.stride == 1 && (g.outputWidth + 1) / 2 <= maximumTilesWide
-            && g.inputWidth + 2 * g.pad + 2 <= rowFloats && w.tile <= 4
+        w.outputTile == 2 && g.stride == 1 && w.tile <= maximumTile && (g.outputWidth + 1) / 2 <= 2 * lanes
+            && g.inputWidth + 2 * g.pad <= 32
     }
 
     init(geometry g: ConvGeometry, transform: WinogradTransform) {
@@ -115,6 +124,7 @@ struct WinogradTiles {
         alpha = transform.tile
         tilesHigh = (g.outputHeight + 1) / 2
         tilesWide = (g.outputWidth + 1) / 2
+        halves = (tilesWide + Self.lanes - 1) / Self.lanes
         bt = SparseMatrix(transform.inputTransform, rows: alpha, columns: alpha)
         at = SparseMatrix(transform.outputTransform, rows: 2, columns: alpha)
     }
@@ -140,9 +150,9 @@ struct WinogradTiles {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
         let rows = scratch
         rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: 8) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 8) { vectorRegisters in
-        let t0 = rowRegisters.baseAddress!, t2 = t0 + 4, taps = vectorRegisters.baseAddress!, out = taps + 4
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile * (Self.maximumTile + 1)) { vectorRegisters in
+        let t = rowRegisters.baseAddress!, taps = vectorRegisters.baseAddress!, out = taps + a * a
         bt.entries.withUnsafeBufferPointer { bt in
             for n in images {
                 let image = plane + n * imageStride
@@ -153,19 +163,25 @@ struct WinogradTiles {
                         if y >= 0 && y < g.inputHeight { let src = image + y * W; for x in 0..<W { row[x] = src[x] } }
                         else { for x in 0..<W { row[x] = 0 } }
                     }
-                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i, at columns q and q + 2 (the taps j = 2, 3 of each tile)
-                    t0.update(repeating: Row(), count: 8)
-                    for e in bt {
-                        let w = Row(repeating: e.value)
-                        t0[e.row] = t0[e.row].addingProduct(Self.loadRow(rows + e.column * R), w)
-                        t2[e.row] = t2[e.row].addingProduct(Self.loadRow(rows + e.column * R + 2), w)
-                    }
-                    for k in 0..<a {
-                        // along x: tile tx reads columns 2tx + j: j = 0, 1 even and odd of t0, j = 2, 3 of t2
-                        taps[0] = t0[k].evenHalf; taps[1] = t0[k].oddHalf; taps[2] = t2[k].evenHalf; taps[3] = t2[k].oddHalf
-                        out.update(repeating: Vector(), count: 4)
-                        for e in bt { out[e.row] = out[e.row].addingProduct(taps[e.column], Vector(repeating: e.value)) }
-                        for b in 0..<a { Self.store(out[b], v + (k * a + b) * rowStride + first) }
+                    for h in 0..<halves {
+                        // along y: T[k] = Σ_i Bᵀ[k, i] · row i from column 16h + 2s; tile tx of the half reads its taps
+                        // j = 2s, 2s + 1 as the even and odd columns
+                        for shift in 0..<((a + 1) / 2) {
+                            t.update(repeating: Row(), count: a)
+                            for e in bt {
+                                t[e.row] = t[e.row].addingProduct(Self.loadRow(rows + e.column * R + 16 * h + 2 * shift), Row(repeating: e.value))
+                            }
+                            for k in 0..<a {
+                                taps[k * a + 2 * shift] = t[k].evenHalf
+                                if 2 * shift + 1 < a { taps[k * a + 2 * shift + 1] = t[k].oddHalf }
+                            }
+                        }
+                        // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](2tx + j)
+                        for k in 0..<a {
+                            out.update(repeating: Vector(), count: a)
+                            for e in bt { out[e.row] = out[e.row].addingProduct(taps[k * a + e.column], Vector(repeating: e.value)) }
+                            for b in 0..<a { Self.store(out[b], v + (k * a + b) * rowStride + first + Self.lanes * h) }
+                        }
                     }
                 }
             }
@@ -181,30 +197,33 @@ struct WinogradTiles {
         let g = geometry, outW = g.outputWidth, a = alpha
         let b = Row(repeating: bias), floor = Row(repeating: relu ? 0 : -.infinity)
         let staging = scratch
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: 6) { rowRegisters in
-        let z = rowRegisters.baseAddress!, out = z + 4
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile + 2) { rowRegisters in
+        let z = rowRegisters.baseAddress!, out = z + a
         at.entries.withUnsafeBufferPointer { at in
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
                     let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
-                    for k in 0..<a {
-                        // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
-                        var even = Vector(), odd = Vector()
-                        for e in at {
-                            let y = Self.load(yHat + (k * a + e.column) * rowStride + first), w = Vector(repeating: e.value)
-                            if e.row == 0 { even = even.addingProduct(y, w) } else { odd = odd.addingProduct(y, w) }
+                    for h in 0..<halves {
+                        for k in 0..<a {
+                            // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
+                            var even = Vector(), odd = Vector()
+                            for e in at {
+                                let y = Self.load(yHat + (k * a + e.column) * rowStride + first + Self.lanes * h)
+                                if e.row == 0 { even = even.addingProduct(y, Vector(repeating: e.value)) }
+                                else { odd = odd.addingProduct(y, Vector(repeating: e.value)) }
+                            }
+                            z[k].evenHalf = even; z[k].oddHalf = odd
                         }
-                        z[k].evenHalf = even; z[k].oddHalf = odd
-                    }
-                    // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
-                    out[0] = b; out[1] = b
-                    for e in at { out[e.row] = out[e.row].addingProduct(z[e.column], Row(repeating: e.value)) }
-                    for i in 0..<min(2, g.outputHeight - 2 * ty) {
-                        let r = out[i].replacing(with: floor, where: out[i] .< floor)
-                        Self.storeRow(r, staging)
-                        let dst = image + (2 * ty + i) * outW
-                        for x in 0..<outW { dst[x] = staging[x] }
+                        // along y: out[i] = bias + Σ_k Aᵀ[i, k] · Z[k]
+                        out[0] = b; out[1] = b
+                        for e in at { out[e.row] = out[e.row].addingProduct(z[e.column], Row(repeating: e.value)) }
+                        let x0 = 16 * h, width = min(16, outW - x0)
+                        for i in 0..<min(2, g.outputHeight - 2 * ty) {
+                            Self.storeRow(out[i].replacing(with: floor, where: out[i] .< floor), staging)
+                            let dst = image + (2 * ty + i) * outW + x0
+                            for x in 0..<width { dst[x] = staging[x] }
+                        }
                     }
                 }
             }
@@ -218,8 +237,8 @@ struct WinogradTiles {
         let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = alpha
         let rows = scratch
         rows.update(repeating: 0, count: 2 * R)      // the columns past the output stay zero
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: 4) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 6) { vectorRegisters in
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile + 2) { vectorRegisters in
         let t = rowRegisters.baseAddress!, phases = vectorRegisters.baseAddress!, out = phases + 2
         at.entries.withUnsafeBufferPointer { at in
             for n in images {
@@ -231,15 +250,19 @@ struct WinogradTiles {
                         if y < g.outputHeight { let src = image + y * outW; for x in 0..<outW { row[x] = src[x] } }
                         else { for x in 0..<outW { row[x] = 0 } }
                     }
-                    // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ)
-                    t.update(repeating: Row(), count: 4)
-                    for e in at { t[e.column] = t[e.column].addingProduct(Self.loadRow(rows + e.row * R), Row(repeating: e.value)) }
-                    for k in 0..<a {
-                        // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
-                        phases[0] = t[k].evenHalf; phases[1] = t[k].oddHalf
-                        out.update(repeating: Vector(), count: 4)
-                        for e in at { out[e.column] = out[e.column].addingProduct(phases[e.row], Vector(repeating: e.value)) }
-                        for bIndex in 0..<a { Self.store(out[bIndex], dyHat + (k * a + bIndex) * rowStride + first) }
+                    for h in 0..<halves {
+                        // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ), columns 16h …
+                        t.update(repeating: Row(), count: a)
+                        for e in at {
+                            t[e.column] = t[e.column].addingProduct(Self.loadRow(rows + e.row * R + 16 * h), Row(repeating: e.value))
+                        }
+                        for k in 0..<a {
+                            // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
+                            phases[0] = t[k].evenHalf; phases[1] = t[k].oddHalf
+                            out.update(repeating: Vector(), count: a)
+                            for e in at { out[e.column] = out[e.column].addingProduct(phases[e.row], Vector(repeating: e.value)) }
+                            for bIndex in 0..<a { Self.store(out[bIndex], dyHat + (k * a + bIndex) * rowStride + first + Self.lanes * h) }
+                        }
                     }
                 }
             }
@@ -253,43 +276,48 @@ struct WinogradTiles {
                           into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
         let z = scratch, out = scratch + a * R
-        let unused = Self.columnMask(tiles: tilesWide)
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: 8) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4) { vectorRegisters in
-        let lo = rowRegisters.baseAddress!, hi = lo + 4, taps = vectorRegisters.baseAddress!
+        let unused = (0..<halves).map { Self.columnMask(firstTile: Self.lanes * $0, tiles: tilesWide) }
+        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile) { vectorRegisters in
+        let column = rowRegisters.baseAddress!, taps = vectorRegisters.baseAddress!
         bt.entries.withUnsafeBufferPointer { bt in
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
                     let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    z.update(repeating: 0, count: a * R)
                     for k in 0..<a {
-                        // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) = Σ of the tiles'
-                        // G[j]: taps 0, 1 at columns 2tx, 2tx + 1 and taps 2, 3 two columns on (the tiles overlap)
-                        taps.update(repeating: Vector(), count: 4)
-                        for e in bt {
-                            taps[e.column] = taps[e.column].addingProduct(Self.load(dv + (k * a + e.row) * rowStride + first),
-                                                                        Vector(repeating: e.value))
+                        for h in 0..<halves {
+                            // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) sums the tiles'
+                            // G[j]: taps 2s, 2s + 1 at columns 16h + 2s + (even, odd), the tiles overlapping
+                            taps.update(repeating: Vector(), count: a)
+                            for e in bt {
+                                taps[e.column] = taps[e.column].addingProduct(
+                                    Self.load(dv + (k * a + e.row) * rowStride + first + Self.lanes * h), Vector(repeating: e.value))
+                            }
+                            for shift in 0..<((a + 1) / 2) {
+                                var pair = Row()
+                                pair.evenHalf = taps[2 * shift]
+                                if 2 * shift + 1 < a { pair.oddHalf = taps[2 * shift + 1] }
+                                // lanes past the row's tiles hold another row's values
+                                pair = pair.replacing(with: 0, where: unused[h])
+                                let p = z + k * R + 16 * h + 2 * shift
+                                Self.storeRow(Self.loadRow(p) + pair, p)
+                            }
                         }
-                        var near = Row(), far = Row()
-                        near.evenHalf = taps[0]; near.oddHalf = taps[1]; far.evenHalf = taps[2]; far.oddHalf = taps[3]
-                        // lanes past the row's tiles hold another row's values
-                        near = near.replacing(with: 0, where: unused); far = far.replacing(with: 0, where: unused)
-                        let row = z + k * R
-                        Self.storeRow(near, row); Self.storeRow(Row(), row + 16)
-                        Self.storeRow(Self.loadRow(row + 2) + far, row + 2)
                     }
-                    // along y: out[i] = Σ_k B[i, k] · Z[k], over the 18 columns
-                    lo.update(repeating: Row(), count: 8)
-                    for e in bt {
-                        let w = Row(repeating: e.value)
-                        lo[e.column] = lo[e.column].addingProduct(Self.loadRow(z + e.row * R), w)
-                        hi[e.column] = hi[e.column].addingProduct(Self.loadRow(z + e.row * R + 16), w)
+                    // along y: out[i] = Σ_k B[i, k] · Z[k], over the 48 columns
+                    for block in stride(from: 0, to: R, by: 16) {
+                        column.update(repeating: Row(), count: a)
+                        for e in bt {
+                            column[e.column] = column[e.column].addingProduct(Self.loadRow(z + e.row * R + block), Row(repeating: e.value))
+                        }
+                        for i in 0..<a { Self.storeRow(column[i], out + i * R + block) }
                     }
                     for i in 0..<a {
                         let y = 2 * ty - g.pad + i
                         guard y >= 0 && y < g.inputHeight else { continue }
-                        Self.storeRow(lo[i], out); Self.storeRow(hi[i], out + 16)
-                        let src = out + g.pad, dst = image + y * W
+                        let src = out + i * R + g.pad, dst = image + y * W
                         for x in 0..<W { dst[x] += src[x] }
                     }
                 }
@@ -299,21 +327,29 @@ struct WinogradTiles {
         }
     }
 
-    /// The columns (2tx + j, 16 lanes) of tiles tx ≥ `tiles`.
-    static func columnMask(tiles: Int) -> SIMDMask<SIMD16<Int32>> {
+    /// The columns (2tx + j, 16 lanes) of a half whose tile firstTile + tx is past the row's `tiles`.
+    static func columnMask(firstTile: Int, tiles: Int) -> SIMDMask<SIMD16<Int32>> {
         var lane = SIMD16<Int32>()
-        for q in 0..<16 { lane[q] = Int32(q / 2) }
+        for q in 0..<16 { lane[q] = Int32(firstTile + q / 2) }
         return lane .>= SIMD16<Int32>(repeating: Int32(tiles))
     }
 }
 
 extension Convolution {
-    /// The Winograd transform this layer runs with (stride 1 and a kernel `WinogradTransform.forKernel` knows), or nil.
+    /// The Winograd transform this layer runs with (stride 1, a kernel `WinogradTransform.forKernel` knows, and enough
+    /// input channels unless told `.always`), or nil.
     public var winograd: WinogradTransform? {
-        guard usesWinograd, geometry.stride == 1, let w = WinogradTransform.forKernel(geometry.kernel),
-              WinogradTiles.supports(geometry, w) else { return nil }
+        guard winogradUse != .never, geometry.stride == 1,
+              winogradUse == .always || inputChannelsPerPart >= Self.winogradMinimumInputChannels,
+              let w = WinogradTransform.forKernel(geometry.kernel), WinogradTiles.supports(geometry, w) else { return nil }
         return w
     }
+
+    /// Input channels (the depth of Winograd's α² sgemms) below which im2col's one deeper sgemm is as fast or faster:
+    /// `bench-convolutions` on the Emerald Rapids VM, one thread, interleaved: conv2 (5 × 5) took 1.3×, 1.25×, 1.08×
+    /// im2col's time with 6, 12, 24 input channels and 0.85–0.9× with 48; conv3–conv5 (3 × 3) were even from 24 to
+    /// 64 channels, 0.92× at 96–128 and 0.75–0.85× at 192–256.
+    public static let winogradMinimumInputChannels = 48
 
     /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
     /// columns for an efficient sgemm, few enough for the transformed chunk to stay near the caches.
