@@ -207,7 +207,8 @@ public struct BenchmarkJob {
                                          inputs: 1, say: say)
         say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
-                                          threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget)
+                                          threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget,
+                                          winograd: s.winograd)
         for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi bench: " + line) }
         let threads = s.threads, best = bestKernelGflops
         var timed = 0.0

@@ -34,7 +34,8 @@ public final class LayoutAssembly: RankCoordination {
     public var localBatch: Int { layout.share(of: batch, replica: role.replica).count }
 
     public init(layout: ParallelLayout, world: MPICommunicator?, config: ModelConfig, batch: Int, replicaLayout: ReplicaLayout,
-                threadsPerModel: Int, columnBudget: Int = Convolution.defaultColumnBudget, checkWeightsEvery: Int = 0) throws {
+                threadsPerModel: Int, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays,
+                checkWeightsEvery: Int = 0) throws {
         precondition((world?.size ?? 1) == layout.ranks)
         try layout.checkBatch(batch)
         self.layout = layout
@@ -47,26 +48,26 @@ public final class LayoutAssembly: RankCoordination {
         var gradientGroup: MPICommunicator? = nil, replicatedFloats: Int? = nil
         switch layout.mode {
         case .single:
-            replica = Replica(config: config, maxBatch: batch, layout: replicaLayout, threads: threadsPerModel, columnBudget: columnBudget)
+            replica = Replica(config: config, maxBatch: batch, layout: replicaLayout, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             shareGroup = nil
         case .model:
             towerExchange = MPITowerExchange(pair: world!)
-            replica = Replica(config: config, maxBatch: batch, exchange: towerExchange!, threads: threadsPerModel, columnBudget: columnBudget)
+            replica = Replica(config: config, maxBatch: batch, exchange: towerExchange!, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             shareGroup = nil   // both ranks compute the loss of the gathered logits
         case .data:
-            replica = Replica(config: config, maxBatch: local, layout: .sequential, threads: threadsPerModel, columnBudget: columnBudget)
+            replica = Replica(config: config, maxBatch: local, layout: .sequential, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             gradientGroup = world
             shareGroup = world
         case .hybrid:
             let hybrid = try HybridCommunicators(world: world!)
             towerExchange = MPITowerExchange(pair: hybrid.pair)
-            replica = Replica(config: config, maxBatch: local, exchange: towerExchange!, threads: threadsPerModel, columnBudget: columnBudget)
+            replica = Replica(config: config, maxBatch: local, exchange: towerExchange!, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             gradientGroup = hybrid.towerGroup   // the replicas' copies of this rank's tower
             shareGroup = hybrid.towerGroup
         case .owt:
             sliceExchange = MPISliceExchange(communicator: world!)
             replica = Replica(config: config, maxBatch: local, exchange: LocalTowerExchange(threads: threadsPerModel),
-                              fullyConnectedExchange: sliceExchange, threads: threadsPerModel, columnBudget: columnBudget)
+                              fullyConnectedExchange: sliceExchange, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             gradientGroup = world
             shareGroup = world   // each rank's loss is its own images'
             replicatedFloats = replica.stores[0].convolutionCount

@@ -52,6 +52,7 @@ struct AlexNetCommand: ParsableCommand {
 
 extension ParallelMode: ExpressibleByArgument {}
 extension Initialisation: ExpressibleByArgument {}
+extension WinogradUse: ExpressibleByArgument {}
 
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
 struct ThreadOptions: ParsableArguments {
@@ -252,6 +253,8 @@ struct Bench: ParsableCommand {
     var steps: Int = 3
     @Option(name: .customLong("im2col-budget"), help: "Floats an im2col chunk may hold (tuning).")
     var im2colBudget: Int = Convolution.defaultColumnBudget
+    @Option(help: "Where the stride-1 convolutions run as Winograd instead of im2col + sgemm: where-it-pays (48 or more input channels a tower), always, never (tuning; bench-convolutions compares them layer by layer).")
+    var winograd: WinogradUse = .whereItPays
     @OptionGroup var threadOptions: ThreadOptions
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
 
@@ -267,6 +270,7 @@ struct Bench: ParsableCommand {
         var job = BenchmarkJob()
         job.settings.model = ModelConfig(width: width, classes: classes, dropout: 0.5)
         (job.settings.batch, job.settings.steps, job.settings.columnBudget, job.settings.threads) = (batch, steps, im2colBudget, threadOptions.count)
+        job.settings.winograd = winograd
         job.mode = mode
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
         job.bestKernelGflops = { SgemmRate.withBestKernels(threads: $0) }

@@ -10,6 +10,7 @@ public struct BenchmarkSettings: Sendable {
     public var threads = 2                          // threads of the process (BLAS and loops)
     public var threadsPerModel = 1                  // of which one model's loops use (threaded towers: half)
     public var columnBudget = Convolution.defaultColumnBudget   // floats an im2col chunk may hold
+    public var winograd = WinogradUse.whereItPays                 // where stride-1 convolutions run as Winograd
     public var layout: ReplicaLayout = .threadedTowers
     public var ranks = 1                            // processes in the run (model parallelism: 2)
     public init() {}
@@ -83,7 +84,7 @@ public enum Benchmark {
         let bestBefore = bestKernelGflops()
         let local = localBatch ?? s.batch
         let replica = given ?? Replica(config: s.model, maxBatch: local, layout: s.layout, threads: s.threadsPerModel,
-                                       columnBudget: s.columnBudget)
+                                       columnBudget: s.columnBudget, winograd: s.winograd)
         replica.initialise(.paper, seed: 1)
         let count = 3 * local * 227 * 227
         let x = UnsafeMutablePointer<Float>.allocate(capacity: count)

@@ -69,13 +69,17 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
         // Pixel noise: one mixing round a pixel from a per-image key (cheap, and still a pure function of the index).
         let noiseKey = CounterRandom.bits(seed: seed, .embeddedImage, salt ^ 0xFFFF, UInt64(index))
         let (b0, b1, b2) = (background[0], background[1], background[2]), (f0, f1, f2) = (foreground[0], foreground[1], foreground[2])
+        // Every class's shape lies inside |u|, |v| ≤ 1: outside the columns [cx − scale, cx + scale] (widened by two
+        // pixels against rounding) a pixel is background without asking the shape.
+        let firstColumn = max(0, Int((cx - scale).rounded(.down)) - 2), lastColumn = min(side - 1, Int((cx + scale).rounded(.up)) + 2)
         Self.jitterUnits.withUnsafeBufferPointer { units in
             let unit = units.baseAddress!
             for y in 0..<side {
                 let v = (Float(y) - cy) * inverse
+                let rowMeetsShape = abs(v) <= 1
                 for x in 0..<side {
                     let u = (Float(x) - cx) * inverse
-                    let fg = Self.inside(k, u, v)
+                    let fg = rowMeetsShape && x >= firstColumn && x <= lastColumn && Self.inside(k, u, v)
                     let p = out + (y * side + x) * 3
                     let bits = CounterRandom.mix(noiseKey &+ UInt64(y * side + x))
                     // jitter = (q / 65535 − 0.5) · 2 · noise for each channel's 16 bits q, the bracket from the table.

@@ -19,17 +19,18 @@ public final class Replica {
 
     /// `threads`: what each model's loops may use (with threaded towers: each tower's share).
     public init(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout, threads: Int = 1,
-                columnBudget: Int = Convolution.defaultColumnBudget) {
+                columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
         self.config = config
         switch layout {
         case .sequential:
             models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: LocalTowerExchange(threads: threads),
-                                      threads: threads, columnBudget: columnBudget)]
+                                      threads: threads, columnBudget: columnBudget, winograd: winograd)]
             threadExchanges = []
         case .threadedTowers:
             threadExchanges = ThreadTowerExchange.pair()
             models = threadExchanges.map {
-                TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: $0, threads: threads, columnBudget: columnBudget)
+                TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: $0, threads: threads, columnBudget: columnBudget,
+                                winograd: winograd)
             }
         }
     }
@@ -37,10 +38,10 @@ public final class Replica {
     /// A replica around an exchange whose partner towers live elsewhere (another rank), or (conv-data/fc-model) both
     /// towers' convolutions with a slice of fc6–fc8 served by `fullyConnectedExchange`.
     public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, fullyConnectedExchange: TowerExchange? = nil,
-                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget) {
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
         self.config = config
         models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: exchange, fullyConnectedExchange: fullyConnectedExchange,
-                                  threads: threads, columnBudget: columnBudget)]
+                                  threads: threads, columnBudget: columnBudget, winograd: winograd)]
         threadExchanges = []
     }
 

@@ -70,8 +70,8 @@ public struct WinogradTransform: Sendable, Equatable {
 
 /// Where a convolution runs as Winograd: where it pays (stride 1, a known tile, enough input channels: the default),
 /// wherever it can (tests and benchmarks at small widths), or nowhere.
-public enum WinogradUse: Sendable, Equatable {
-    case whereItPays, always, never
+public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
+    case whereItPays = "where-it-pays", always, never
 }
 
 /// A matrix's non-zero entries (row, column, value): the transforms skip the zeros of Bᵀ, G and Aᵀ.
