@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The speed figures of the README: `alexnet-mpi bench` (W = 1, 1000 classes) for 1 and 2 threads and batches
-# 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), then model, data and
-# conv-data/fc-model (owt) parallelism on 2 ranks × 1 thread, each back to back with one process × 2 threads, and the
-# hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
+# 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), Winograd against im2col
+# only, then model, data and conv-data/fc-model (owt) parallelism on 2 ranks × 1 thread, each back to back with one
+# process × 2 threads, and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
 # Usage: launch/bench-sweep.sh [--quick | --layouts]   (--quick: batch 128 only; --layouts: only the 2-rank layouts
 # against one process)
 set -euo pipefail
@@ -33,6 +33,12 @@ if (( ! layouts_only )); then
   done
   row "1 process, 2 threads, small width" "$("$bin" bench --width 0.25 --batch 64 --threads 2 --steps 20 | tail -n 1)"
   row "1 process, 2 threads, the default job" "$("$bin" bench --width 0.125 --batch 64 --threads 2 --steps 20 | tail -n 1)"
+  # Winograd (conv2–conv5 at W = 1) against im2col + sgemm everywhere, back to back.
+  plain=$("$bin" bench --batch 128 --threads 2 --winograd never | tail -n 1)
+  fast=$("$bin" bench --batch 128 --threads 2 | tail -n 1)
+  row "1 process, 2 threads, im2col + sgemm only (--winograd never)" "$plain"
+  row "1 process, 2 threads, Winograd where it pays (the default)" "$fast"
+  python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| Winograd / im2col only, back to back | | | **%.3f×** | | | | | |" % (b["images_per_second"]/a["images_per_second"]))' "$plain" "$fast"
 fi
 # Each parallel layout against one process with 2 threads, back to back (the machine is shared: the pair
 # shows the ratio under the same noise).
