@@ -4,29 +4,16 @@
 import Foundation
 import XCTest
 
-/// The tiny sweep both of the first two tests read, run once (by whichever test needs it first).
-final class TinySweep: @unchecked Sendable {
-    struct Outcome {
-        var status: Int32, out: String, err: String, dir: String, namespacesBefore: [String]
-    }
-    private let lock = NSLock()
-    private var outcome: Outcome? = nil   // under lock
-
-    func run(_ make: () throws -> Outcome) rethrows -> Outcome {
-        try lock.withLock {
-            if let outcome { return outcome }
-            let made = try make()
-            outcome = made
-            return made
-        }
-    }
+/// The outcome of the tiny sweep both of the first two tests read, run once (by whichever test needs it first).
+struct TinySweepOutcome {
+    var status: Int32, out: String, err: String, dir: String, namespacesBefore: [String]
 }
 
 final class ScalingStudyTests: ProcessTestCase {
     override class var needsMPI: Bool { true }
 
     static let script = Paths.repository + "/launch/scaling-study"
-    static let tiny = TinySweep()
+    static let tiny = Shared<TinySweepOutcome>()
     /// The sweep of acceptance 2's test: data parallel, 2 ranks, unshaped and 1 Gbit/s links, W = 0.125, batch 16, 1 run.
     static let tinyArguments = ["--layouts", "data", "--ranks", "2", "--bandwidth", "none,1gbit", "--width", "0.125",
                                 "--batch", "16", "--classes", "10", "--steps", "3", "--repeats", "1"]
@@ -71,9 +58,9 @@ final class ScalingStudyTests: ProcessTestCase {
         return (dir, binary)
     }
 
-    func tinySweep() throws -> TinySweep.Outcome {
+    func tinySweep() throws -> TinySweepOutcome {
         try requireRoot()
-        return try Self.tiny.run {
+        return try Self.tiny.get {
             let (dir, binary) = try studyDirectory("scaling-tiny")
             let before = clusterNamespaces()
             let r = runProcess(Self.script, ["--out", dir + "/study", "--binary", binary] + Self.tinyArguments, timeout: 400)

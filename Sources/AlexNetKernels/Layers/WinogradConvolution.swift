@@ -347,8 +347,8 @@ extension Convolution {
 
     /// Input channels (the depth of Winograd's α² sgemms) below which im2col's one deeper sgemm is as fast or faster:
     /// `bench-convolutions` on the Emerald Rapids VM, one thread, interleaved: conv2 (5 × 5) took 1.3×, 1.25×, 1.08×
-    /// im2col's time with 6, 12, 24 input channels and 0.85–0.9× with 48; conv3–conv5 (3 × 3) were even from 24 to
-    /// 64 channels, 0.92× at 96–128 and 0.75–0.85× at 192–256.
+    /// im2col's time with 6, 12, 24 input channels and 0.81–0.94× with 48; conv3–conv5 (3 × 3) were within ±8% of it
+    /// from 24 to 64 channels, 0.92–0.95× at 96–128 and 0.65–0.87× at 192–256.
     public static let winogradMinimumInputChannels = 48
 
     /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
@@ -441,6 +441,18 @@ extension Convolution {
                            : (0..<parts).map { p in (p * M..<(p + 1) * M, p * inputChannelsPerPart) }
     }
 
+    /// V (α², Cin, ld) of `images` for the Cin input channels from `firstChannel` of (C, N, H, W) maps.
+    private func transformInputs(_ input: UnsafePointer<Float>, batch: Int, firstChannel: Int, images: Range<Int>,
+                                 _ tiles: WinogradTiles, into v: UnsafeMutablePointer<Float>, ld: Int) {
+        let cin = inputChannelsPerPart, channelStride = batch * geometry.inputPlane
+        forEachPlane(cin, tiles) { channels, scratch in
+            for c in channels {
+                tiles.transformInput(input + (firstChannel + c) * channelStride, imageStride: geometry.inputPlane,
+                                     images: images, into: v + c * ld, rowStride: cin * ld, scratch: scratch)
+            }
+        }
+    }
+
     func winogradForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                          output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool) {
         let w = winograd!, tiles = WinogradTiles(geometry: geometry, transform: w)
@@ -448,17 +460,12 @@ extension Convolution {
         let ld = winogradLeadingDimension(batch: batch, tiles: tiles), imagesPerChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
         let u = col, v = col + a2 * rowsAll * cin     // U (α², rowsAll, Cin), V (α², Cin, ld)
         let yHat = v + a2 * cin * ld                    // Ŷ (α², rowsAll, ld)
-        let inChannelStride = batch * geometry.inputPlane, outChannelStride = batch * geometry.outputPlane
+        let outChannelStride = batch * geometry.outputPlane
         transformWeights(weight, w, into: u)
         for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
             let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
             for group in winogradGroups() {
-                forEachPlane(cin, tiles) { channels, scratch in
-                    for c in channels {
-                        tiles.transformInput(input + (group.firstInput + c) * inChannelStride, imageStride: geometry.inputPlane,
-                                             images: chunk, into: v + c * ld, rowStride: cin * ld, scratch: scratch)
-                    }
-                }
+                transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: v, ld: ld)
                 let M = group.rows.count
                 for xi in 0..<a2 {
                     Blas.sgemm(m: M, n: n, k: cin, a: u + (xi * rowsAll + group.rows.lowerBound) * cin, lda: cin,
@@ -496,12 +503,7 @@ extension Convolution {
         for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
             let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
             for group in winogradGroups() {
-                forEachPlane(cin, tiles) { channels, scratch in
-                    for c in channels {
-                        tiles.transformInput(input + (group.firstInput + c) * inChannelStride, imageStride: geometry.inputPlane,
-                                             images: chunk, into: v + c * ld, rowStride: cin * ld, scratch: scratch)
-                    }
-                }
+                transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: v, ld: ld)
                 forEachPlane(group.rows.count, tiles) { range, scratch in
                     for i in range {
                         let o = group.rows.lowerBound + i
