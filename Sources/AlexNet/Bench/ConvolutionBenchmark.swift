@@ -1,7 +1,7 @@
 // Times the convolutions of one tower (conv1–conv5 at the model's width, one thread as in a tower's thread), forward
-// and backward, with every algorithm a layer can run (im2col + sgemm; Winograd for the 3 × 3 layers), the algorithms
-// interleaved round by round: this machine's speed drifts by tens of percent between minutes, so only ratios within
-// one run mean anything.
+// and backward, with every algorithm a layer can run (im2col + sgemm or the direct conv1; Winograd for conv2–conv5),
+// the algorithms interleaved round by round: this machine's speed drifts by tens of percent between minutes, so only
+// ratios within one run mean anything.
 import AlexNetKernels
 import Foundation
 
@@ -16,19 +16,10 @@ public enum ConvolutionBenchmark {
         public var gflops: Double { directGflop / ((forwardMs + backwardMs) * 1e-3) }
     }
 
-    /// The stride-1 layers of one tower of `config`, as the model builds them (shapes from the layer table).
+    /// conv1–conv5 of one tower of `config`, as the model builds them.
     static func layers(_ config: ModelConfig, threads: Int, columnBudget: Int, winograd: WinogradUse) -> [(String, Convolution)] {
-        let T = ModelConfig.towers
-        let c1 = config.conv1 / T, c2 = config.conv2 / T, c3 = config.conv3 / T, c4 = config.conv4 / T, c5 = config.conv5 / T
-        let g227 = ConvGeometry(inputHeight: ModelConfig.inputSize, inputWidth: ModelConfig.inputSize, kernel: 11, stride: 4, pad: 0)
-        let g27 = ConvGeometry(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2)
-        let g13 = ConvGeometry(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1)
-        func conv(_ g: ConvGeometry, _ cin: Int, _ cout: Int, shared: Bool) -> Convolution {
-            Convolution(geometry: g, inputChannelsPerPart: cin, outputChannelsPerPart: cout, parts: 1, sharedInput: shared,
-                        threads: threads, columnBudget: columnBudget, winograd: winograd)
-        }
-        return [("conv1", conv(g227, 3, c1, shared: true)), ("conv2", conv(g27, c1, c2, shared: false)), ("conv3", conv(g13, 2 * c2, c3, shared: true)),
-                ("conv4", conv(g13, c3, c4, shared: false)), ("conv5", conv(g13, c4, c5, shared: false))]
+        let convs = TwoTowerAlexNet.convolutions(config: config, parts: 1, threads: threads, columnBudget: columnBudget, winograd: winograd)
+        return convs.enumerated().map { ("conv\($0.offset + 1)", $0.element) }
     }
 
     public static func run(config: ModelConfig, batch: Int, rounds: Int, threads: Int,

@@ -108,23 +108,10 @@ public final class TwoTowerAlexNet {
         let T = ModelConfig.towers
         c1 = config.conv1 / T; c2 = config.conv2 / T; c3 = config.conv3 / T; c4 = config.conv4 / T; c5 = config.conv5 / T
         let P = exchange.localTowers.count
-        conv1 = Convolution(geometry: .init(inputHeight: 227, inputWidth: 227, kernel: 11, stride: 4, pad: 0),
-                            inputChannelsPerPart: 3, outputChannelsPerPart: c1, parts: P, sharedInput: true,
-                            threads: threads, columnBudget: columnBudget, winograd: winograd)
+        let convs = Self.convolutions(config: config, parts: P, threads: threads, columnBudget: columnBudget, winograd: winograd)
+        conv1 = convs[0]; conv2 = convs[1]; conv3 = convs[2]; conv4 = convs[3]; conv5 = convs[4]
         pool1 = MaxPool(inputHeight: 55, inputWidth: 55, threads: threads)
-        conv2 = Convolution(geometry: .init(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2),
-                            inputChannelsPerPart: c1, outputChannelsPerPart: c2, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         pool2 = MaxPool(inputHeight: 27, inputWidth: 27, threads: threads)
-        conv3 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: 2 * c2, outputChannelsPerPart: c3, parts: P, sharedInput: true,
-                            threads: threads, columnBudget: columnBudget, winograd: winograd)
-        conv4 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: c3, outputChannelsPerPart: c4, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget, winograd: winograd)
-        conv5 = Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
-                            inputChannelsPerPart: c4, outputChannelsPerPart: c5, parts: P, sharedInput: false,
-                            threads: threads, columnBudget: columnBudget, winograd: winograd)
         pool5 = MaxPool(inputHeight: 13, inputWidth: 13, threads: threads)
         let (slices, local) = (fcSlices, fcLocal)
         func partRows(_ rows: Int) -> [Int] {
@@ -179,6 +166,25 @@ public final class TwoTowerAlexNet {
         self.allocatedFloats = allocated
     }
 
+    /// conv1–conv5 for `parts` local towers, their shapes from the layer table: the model's layers, its memory
+    /// estimate and `bench-convolutions` all build them here.
+    public static func convolutions(config: ModelConfig, parts: Int, threads: Int = 1,
+                                    columnBudget: Int = Convolution.defaultColumnBudget,
+                                    winograd: WinogradUse = .whereItPays) -> [Convolution] {
+        let T = ModelConfig.towers, side = ModelConfig.inputSize
+        let c1 = config.conv1 / T, c2 = config.conv2 / T, c3 = config.conv3 / T, c4 = config.conv4 / T, c5 = config.conv5 / T
+        func conv(_ inputSide: Int, kernel: Int, stride: Int, pad: Int, _ cin: Int, _ cout: Int, shared: Bool) -> Convolution {
+            Convolution(geometry: .init(inputHeight: inputSide, inputWidth: inputSide, kernel: kernel, stride: stride, pad: pad),
+                        inputChannelsPerPart: cin, outputChannelsPerPart: cout, parts: parts, sharedInput: shared,
+                        threads: threads, columnBudget: columnBudget, winograd: winograd)
+        }
+        return [conv(side, kernel: 11, stride: 4, pad: 0, 3, c1, shared: true),      // 227 → 55
+                conv(27, kernel: 5, stride: 1, pad: 2, c1, c2, shared: false),        // after pool1
+                conv(13, kernel: 3, stride: 1, pad: 1, 2 * c2, c3, shared: true),     // after pool2 and the exchange
+                conv(13, kernel: 3, stride: 1, pad: 1, c3, c4, shared: false),
+                conv(13, kernel: 3, stride: 1, pad: 1, c4, c5, shared: false)]
+    }
+
     /// Floats a model for `towers` and batches of `maxBatch` will allocate (activations, gradients, scratch and its
     /// parameter, gradient and momentum buffers), computed before allocating anything; nil if it does not fit in an Int.
     /// The same sums as `init` (a test holds them equal).
@@ -205,17 +211,11 @@ public final class TwoTowerAlexNet {
         total += (c5 + c4 + c3) * P * n * plane3 + c2 * P * n * plane3                  // da5 da4 da3, dp2
         total += c1 * P * n * plane2                                                    // dp1
         // The convolution scratch (col and colGradient: im2col chunks, or Winograd's transformed chunks), as
-        // Convolution sizes it. (input channels a part, output channels a part, kernel, stride, pad, input side, shared)
-        let convs: [(inPerPart: Double, outPerPart: Double, kernel: Int, stride: Int, pad: Int, side: Int, shared: Bool)] = [
-            (3, c1, 11, 4, 0, 227, true), (c1, c2, 5, 1, 2, 27, false), (2 * c2, c3, 3, 1, 1, 13, true),
-            (c3, c4, 3, 1, 1, 13, false), (c4, c5, 3, 1, 1, 13, false)]
-        let column = convs.map { c -> Double in
-            guard c.inPerPart * c.outPerPart * P * n < 0x1p40 else { return .infinity }
-            let layer = Convolution(geometry: .init(inputHeight: c.side, inputWidth: c.side, kernel: c.kernel, stride: c.stride, pad: c.pad),
-                                    inputChannelsPerPart: Int(c.inPerPart), outputChannelsPerPart: Int(c.outPerPart),
-                                    parts: towers.count, sharedInput: c.shared, columnBudget: columnBudget, winograd: winograd)
-            return Double(layer.columnBufferSize(batch: N))
-        }.max()!
+        // Convolution sizes it (for absurd widths, where its Int arithmetic could overflow: more than memory holds).
+        let column = [c1 * 3, c2 * c1, c3 * 2 * c2, c4 * c3, c5 * c4].max()! * P * n < 0x1p40
+            ? Double(convolutions(config: config, parts: towers.count, columnBudget: columnBudget, winograd: winograd)
+                .map { $0.columnBufferSize(batch: N) }.max()!)
+            : .infinity
         total += 2 * column
         // Parameters, gradients and momentum of the local towers.
         let params = config.tensors.reduce(0.0) { sum, t in

@@ -130,6 +130,11 @@ struct WinogradTiles {
     }
     static func roundUp(_ n: Int) -> Int { (n + lanes - 1) / lanes * lanes }
 
+    /// The chunk column of the first tile of row `row` of image `image` (images numbered in the batch).
+    @inline(__always) func firstTile(image: Int, row: Int, of images: Range<Int>) -> Int {
+        ((image - images.lowerBound) * tilesHigh + row) * tilesWide
+    }
+
     /// Floats of scratch one thread's transforms need.
     var scratchFloats: Int { 2 * alpha * Self.rowFloats }
 
@@ -157,7 +162,7 @@ struct WinogradTiles {
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
-                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    let first = firstTile(image: n, row: ty, of: images)
                     for i in 0..<a {
                         let y = 2 * ty - g.pad + i, row = rows + i * R + g.pad
                         if y >= 0 && y < g.inputHeight { let src = image + y * W; for x in 0..<W { row[x] = src[x] } }
@@ -203,7 +208,7 @@ struct WinogradTiles {
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
-                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    let first = firstTile(image: n, row: ty, of: images)
                     for h in 0..<halves {
                         for k in 0..<a {
                             // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
@@ -244,7 +249,7 @@ struct WinogradTiles {
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
-                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    let first = firstTile(image: n, row: ty, of: images)
                     for i in 0..<2 {
                         let y = 2 * ty + i, row = rows + i * R
                         if y < g.outputHeight { let src = image + y * outW; for x in 0..<outW { row[x] = src[x] } }
@@ -284,7 +289,7 @@ struct WinogradTiles {
             for n in images {
                 let image = plane + n * imageStride
                 for ty in 0..<tilesHigh {
-                    let first = ((n - images.lowerBound) * tilesHigh + ty) * tilesWide
+                    let first = firstTile(image: n, row: ty, of: images)
                     z.update(repeating: 0, count: a * R)
                     for k in 0..<a {
                         for h in 0..<halves {
