@@ -74,7 +74,7 @@ public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
     case whereItPays = "where-it-pays", always, never
 }
 
-/// A matrix's non-zero entries (row, column, value): the transforms skip the zeros of Bᵀ, G and Aᵀ.
+/// A matrix's non-zero entries (row, column, value): the tile transforms skip the zeros of Bᵀ and Aᵀ.
 struct SparseMatrix: Sendable {
     let rows: Int, columns: Int
     let entries: [(row: Int, column: Int, value: Float)]
@@ -83,12 +83,6 @@ struct SparseMatrix: Sendable {
         var e: [(Int, Int, Float)] = []
         for r in 0..<rows { for c in 0..<columns where dense[r * columns + c] != 0 { e.append((r, c, dense[r * columns + c])) } }
         entries = e
-    }
-    /// The transpose.
-    var transposed: SparseMatrix {
-        var dense = [Float](repeating: 0, count: rows * columns)
-        for e in entries { dense[e.column * rows + e.row] = e.value }
-        return SparseMatrix(dense, rows: columns, columns: rows)
     }
 }
 
@@ -110,6 +104,7 @@ struct WinogradTiles {
     var tilesPerImage: Int { tilesHigh * tilesWide }
     let bt: SparseMatrix    // Bᵀ (α, α)
     let at: SparseMatrix    // Aᵀ (2, α)
+    let unusedColumns: [SIMDMask<SIMD16<Int32>>]   // of each half: the columns of tiles past the row's end
 
     /// Whether a layer of this geometry can run: m = 2, α ≤ 6, and a row of tiles fits in two vectors.
     static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
@@ -127,6 +122,7 @@ struct WinogradTiles {
         halves = (tilesWide + Self.lanes - 1) / Self.lanes
         bt = SparseMatrix(transform.inputTransform, rows: alpha, columns: alpha)
         at = SparseMatrix(transform.outputTransform, rows: 2, columns: alpha)
+        unusedColumns = (0..<halves).map { [tilesWide] half in Self.columnMask(firstTile: Self.lanes * half, tiles: tilesWide) }
     }
     static func roundUp(_ n: Int) -> Int { (n + lanes - 1) / lanes * lanes }
 
@@ -281,7 +277,7 @@ struct WinogradTiles {
                           into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
         let z = scratch, out = scratch + a * R
-        let unused = (0..<halves).map { Self.columnMask(firstTile: Self.lanes * $0, tiles: tilesWide) }
+        let unused = unusedColumns
         withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
         withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile) { vectorRegisters in
         let column = rowRegisters.baseAddress!, taps = vectorRegisters.baseAddress!
