@@ -76,10 +76,8 @@ public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
 
 /// A matrix's non-zero entries (row, column, value): the tile transforms skip the zeros of Bᵀ and Aᵀ.
 struct SparseMatrix: Sendable {
-    let rows: Int, columns: Int
     let entries: [(row: Int, column: Int, value: Float)]
     init(_ dense: [Float], rows: Int, columns: Int) {
-        self.rows = rows; self.columns = columns
         var e: [(Int, Int, Float)] = []
         for r in 0..<rows { for c in 0..<columns where dense[r * columns + c] != 0 { e.append((r, c, dense[r * columns + c])) } }
         entries = e
@@ -97,7 +95,6 @@ struct WinogradTiles {
     static let rowFloats = 48            // a padded row buffer: columns −pad …, three rows of 16 lanes
     static let maximumTile = 6           // α ≤ 6: F(2, 3) and F(2, 5)
     let geometry: ConvGeometry
-    let transform: WinogradTransform
     let alpha: Int
     let tilesHigh: Int, tilesWide: Int
     let halves: Int                      // vectors of tiles a row
@@ -115,7 +112,6 @@ struct WinogradTiles {
     init(geometry g: ConvGeometry, transform: WinogradTransform) {
         precondition(Self.supports(g, transform))
         geometry = g
-        self.transform = transform
         alpha = transform.tile
         tilesHigh = (g.outputHeight + 1) / 2
         tilesWide = (g.outputWidth + 1) / 2
