@@ -1,6 +1,8 @@
 // The direct strided convolution (conv1's path: phase planes, no im2col): forward against plain loops, the weight
 // gradient against a plain-loop sum and central differences, with and without padding, shared and tower-local
-// input, channel counts that leave a remainder after the blocks of four, and the same numbers on any thread count.
+// input, channel counts that leave a remainder after the kernel's blocks of six, a plane whose odd number of vectors a
+// row makes the forward's pairs span rows and whose rows span two weight-gradient bands, and the same numbers on any
+// thread count.
 import AlexNet
 import XCTest
 
@@ -24,6 +26,7 @@ final class StridedConvolutionTests: XCTestCase {
         make("conv1-like 11/4/0, 5 channels a tower", size: 43, kernel: 11, stride: 4, pad: 0, inputs: 3, outputs: 5, sharedInput: true),
         make("5/2/2 padded, tower-local", size: 21, kernel: 5, stride: 2, pad: 2, inputs: 2, outputs: 4, sharedInput: false),
         make("3/3/1, 2 channels a tower", size: 26, kernel: 3, stride: 3, pad: 1, inputs: 3, outputs: 2, sharedInput: true),
+        make("11/4/0 to 17 × 17, 7 channels a tower", size: 75, kernel: 11, stride: 4, pad: 0, inputs: 3, outputs: 7, sharedInput: true),
     ]
 
     func forward(_ c: Case, _ x: [Float], _ w: [Float], _ b: [Float], relu: Bool = false) -> [Float] {
@@ -72,6 +75,8 @@ final class StridedConvolutionTests: XCTestCase {
 
     func testTheCasesRunDirect() {
         for c in cases { XCTAssertTrue(c.conv.runsDirect, c.name) }
+        // The last case: 3 vectors a row (odd), 17 rows (more than one band of 16).
+        XCTAssertEqual([cases[3].conv.geometry.outputHeight, cases[3].conv.geometry.outputWidth], [17, 17])
         // Layers with stride 1, or too narrow for a vector, keep im2col.
         XCTAssertFalse(Convolution(geometry: .init(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1),
                                    inputChannelsPerPart: 4, outputChannelsPerPart: 4, parts: 1, sharedInput: true).runsDirect)

@@ -72,18 +72,18 @@ extension Convolution {
         let (groups, M) = directGroups
         let K = patchSize, ldc = batch * geometry.outputPlane
         let inChannelStride = batch * geometry.inputPlane
-        // Weights as (group, tap, M4) and biases as (group, M4): the channels of one tap side by side, for
-        // broadcasting, padded with zeros to a whole number of blocks of four (padding channels are never stored).
-        let M4 = (M + DirectKernel.channelBlock - 1) / DirectKernel.channelBlock * DirectKernel.channelBlock
-        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: groups * K * M4)
-        let paddedBias = UnsafeMutablePointer<Float>.allocate(capacity: groups * M4)
+        // Weights as (group, tap, M6) and biases as (group, M6): the channels of one tap side by side, for
+        // broadcasting, padded with zeros to whole blocks of channels (padding channels are never stored).
+        let M6 = DirectKernel.paddedChannels(M)
+        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: groups * K * M6)
+        let paddedBias = UnsafeMutablePointer<Float>.allocate(capacity: groups * M6)
         defer { byTap.deallocate(); paddedBias.deallocate() }
-        byTap.initialize(repeating: 0, count: groups * K * M4)
-        paddedBias.initialize(repeating: 0, count: groups * M4)
+        byTap.initialize(repeating: 0, count: groups * K * M6)
+        paddedBias.initialize(repeating: 0, count: groups * M6)
         for g in 0..<groups {
             for m in 0..<M {
-                paddedBias[g * M4 + m] = bias[g * M + m]
-                for t in 0..<K { byTap[(g * K + t) * M4 + m] = weight[(g * M + m) * K + t] }
+                paddedBias[g * M6 + m] = bias[g * M + m]
+                for t in 0..<K { byTap[(g * K + t) * M6 + m] = weight[(g * M + m) * K + t] }
             }
         }
         // Images split across threads; each thread has its own phase planes.
@@ -94,8 +94,8 @@ extension Convolution {
                 for g in 0..<groups {
                     phases.split(input + g * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
                                  channelStride: inChannelStride, into: planes, fresh: n == images.lowerBound && g == 0)
-                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * M4, channels: M,
-                                         bias: paddedBias + g * M4, output: output + g * M * ldc + n * geometry.outputPlane,
+                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * M6, channels: M,
+                                         bias: paddedBias + g * M6, output: output + g * M * ldc + n * geometry.outputPlane,
                                          channelStride: ldc, relu: relu)
                 }
             }
@@ -137,11 +137,14 @@ extension Convolution {
     }
 }
 
-/// The vector loops of the direct convolution: eight output columns a vector, four output channels at a time.
+/// The vector loops of the direct convolution: eight output columns a vector, six output channels at a time (a tower
+/// has 6, 12 or 24 conv1 channels at W = 1/8, 1/4, 1/2: whole blocks), twelve independent sums a pass.
 enum DirectKernel {
     typealias Vector = SIMD8<Float>
     static let lanes = 8
-    static let channelBlock = 4
+    static let channelBlock = 6
+    /// Output rows of a weight-gradient band (six channels' dY rows of conv1: 21 KB, inside L1).
+    static let rowBand = 16
 
     /// Offset of every tap (c, i, j) in the phase planes, in weight order.
     static func taps(_ phases: PhasePlanes) -> [Int] {
@@ -161,53 +164,62 @@ enum DirectKernel {
     static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
 
     /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
-    /// `weights` (taps, M4) and `bias` (M4) are padded to blocks of four channels. Four channels × two column vectors
-    /// a pass: eight independent sums hide the FMA latency, and each weight broadcast serves two vectors.
+    /// `weights` (taps, M6) and `bias` (M6) are padded to whole blocks of six channels. A pass computes six channels of
+    /// two output vectors: the vectors of a plane, numbered row by row, are taken two at a time (the pair may span two
+    /// rows), so an odd number of vectors a row wastes nothing but the plane's last. Each weight broadcast serves two
+    /// vectors, each input vector six channels.
     static func forward(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int], weights: UnsafePointer<Float>,
                         channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                         channelStride: Int, relu: Bool) {
         let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
-        let blocks = (outW + lanes - 1) / lanes
-        let M4 = (M + channelBlock - 1) / channelBlock * channelBlock
+        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
+        let M6 = paddedChannels(M)
         let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
         @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
             for m0 in stride(from: 0, to: M, by: channelBlock) {
                 let real = min(channelBlock, M - m0)
-                for oh in 0..<outH {
-                    var block = 0
-                    while block < blocks {
-                        let owA = blockStart(block, width: outW), owB = blockStart(min(block + 1, blocks - 1), width: outW)
-                        let a = planes + oh * columns + owA, b = planes + oh * columns + owB
-                        var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
-                        var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
-                        var b0 = a0, b1 = a1, b2 = a2, b3 = a3
-                        var w = weights + m0
-                        for t in taps {
-                            let x = load(a + t), y = load(b + t)
-                            let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1])
-                            let w2 = Vector(repeating: w[2]), w3 = Vector(repeating: w[3])
-                            a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
-                            a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
-                            a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
-                            a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
-                            w += M4
-                        }
-                        let out = output + m0 * channelStride + oh * outW
-                        store(clamp(a0), out + owA); store(clamp(b0), out + owB)
-                        if real > 1 { store(clamp(a1), out + channelStride + owA); store(clamp(b1), out + channelStride + owB) }
-                        if real > 2 { store(clamp(a2), out + 2 * channelStride + owA); store(clamp(b2), out + 2 * channelStride + owB) }
-                        if real > 3 { store(clamp(a3), out + 3 * channelStride + owA); store(clamp(b3), out + 3 * channelStride + owB) }
-                        block += 2
+                var vector = 0
+                while vector < vectors {
+                    let (ohA, blockA) = vector.quotientAndRemainder(dividingBy: blocks)
+                    let (ohB, blockB) = min(vector + 1, vectors - 1).quotientAndRemainder(dividingBy: blocks)
+                    let owA = blockStart(blockA, width: outW), owB = blockStart(blockB, width: outW)
+                    let a = planes + ohA * columns + owA, b = planes + ohB * columns + owB
+                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
+                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
+                    var w = weights + m0
+                    for t in taps {
+                        let x = load(a + t), y = load(b + t)
+                        let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1]), w2 = Vector(repeating: w[2])
+                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
+                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
+                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
+                        let w3 = Vector(repeating: w[3]), w4 = Vector(repeating: w[4]), w5 = Vector(repeating: w[5])
+                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
+                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
+                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
+                        w += M6
                     }
+                    let outA = output + m0 * channelStride + ohA * outW + owA
+                    let outB = output + m0 * channelStride + ohB * outW + owB
+                    @inline(__always) func put(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                        if m < real { store(clamp(sumA), outA + m * channelStride); store(clamp(sumB), outB + m * channelStride) }
+                    }
+                    put(0, a0, b0); put(1, a1, b1); put(2, a2, b2); put(3, a3, b3); put(4, a4, b4); put(5, a5, b5)
+                    vector += 2
                 }
             }
         }
     }
 
+    /// Channels rounded up to whole blocks: the rows of the padded weight and bias copies.
+    static func paddedChannels(_ channels: Int) -> Int { (channels + channelBlock - 1) / channelBlock * channelBlock }
+
     /// weightGradient[m, tap] += Σ_(oh, ow) dY[m](oh, ow) · plane(tap)(oh, ow) for m < channels (rows of K taps).
-    /// Four channels × two taps a pass: eight independent sums; each dY vector serves two taps, each input vector
-    /// four channels. A last block of fewer channels repeats its first channel in the missing places (never stored).
+    /// Six channels × two taps a pass: twelve independent sums; each dY vector serves two taps, each input vector
+    /// six channels. A last block of fewer channels repeats its first channel in the missing places (never stored).
     static func weightGradient(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int],
                                outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
                                weightGradient: UnsafeMutablePointer<Float>) {
@@ -219,38 +231,53 @@ enum DirectKernel {
         taps.withUnsafeBufferPointer { taps in
             for m0 in stride(from: 0, to: M, by: channelBlock) {
                 let real = min(channelBlock, M - m0)
-                let s1 = real > 1 ? channelStride : 0, s2 = real > 2 ? 2 * channelStride : 0, s3 = real > 3 ? 3 * channelStride : 0
-                var index = 0
-                while index < K {
-                    let tA = taps[index], tB = taps[min(index + 1, K - 1)]
-                    let d = dY + m0 * channelStride
-                    var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
-                    var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector()
-                    for oh in 0..<outH {
-                        let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
-                        var ow = 0
-                        for step in 0...whole {
-                            var x = Vector(), y = Vector()
-                            if step < whole {
-                                x = load(xa + ow); y = load(xb + ow)
-                            } else if rest > 0 {
-                                ow = outW - lanes
-                                x = load(xa + ow) * restMask; y = load(xb + ow) * restMask
-                            } else { break }
-                            let d0 = load(row + ow), d1 = load(row + s1 + ow), d2 = load(row + s2 + ow), d3 = load(row + s3 + ow)
+                @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
+                let s1 = offset(1), s2 = offset(2), s3 = offset(3), s4 = offset(4), s5 = offset(5)
+                // Bands of output rows: a band's dY rows stay in L1 while every tap pair passes over them (a pass over
+                // the whole plane would stream all of dY from L2 once a tap pair).
+                for bandStart in stride(from: 0, to: outH, by: rowBand) {
+                    let bandEnd = min(outH, bandStart + rowBand)
+                    var index = 0
+                    while index < K {
+                        let tA = taps[index], tB = taps[min(index + 1, K - 1)]
+                        let d = dY + m0 * channelStride
+                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
+                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
+                        @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ row: UnsafePointer<Float>) {
+                            let d0 = load(row), d1 = load(row + s1), d2 = load(row + s2)
                             a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
                             a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
                             a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
+                            let d3 = load(row + s3), d4 = load(row + s4), d5 = load(row + s5)
                             a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
-                            ow += lanes
+                            a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4)
+                            a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5)
                         }
+                        for oh in bandStart..<bandEnd {
+                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                            var ow = 0
+                            while ow + lanes <= outW {
+                                accumulate(load(xa + ow), load(xb + ow), row + ow)
+                                ow += lanes
+                            }
+                        }
+                        // The rows' last, partial vectors in a loop of their own (the mask then stays in a register).
+                        if rest > 0 {
+                            let ow = outW - lanes
+                            for oh in bandStart..<bandEnd {
+                                let xa = planes + tA + oh * columns + ow, xb = planes + tB + oh * columns + ow
+                                accumulate(load(xa) * restMask, load(xb) * restMask, d + oh * outW + ow)
+                            }
+                        }
+                        let g = weightGradient + m0 * K + index, second = index + 1 < K
+                        @inline(__always) func add(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                            guard m < real else { return }
+                            g[m * K] += sumA.sum()
+                            if second { g[m * K + 1] += sumB.sum() }
+                        }
+                        add(0, a0, b0); add(1, a1, b1); add(2, a2, b2); add(3, a3, b3); add(4, a4, b4); add(5, a5, b5)
+                        index += 2
                     }
-                    let g = weightGradient + m0 * K + index, second = index + 1 < K
-                    g[0] += a0.sum(); if second { g[1] += b0.sum() }
-                    if real > 1 { g[K] += a1.sum(); if second { g[K + 1] += b1.sum() } }
-                    if real > 2 { g[2 * K] += a2.sum(); if second { g[2 * K + 1] += b2.sum() } }
-                    if real > 3 { g[3 * K] += a3.sum(); if second { g[3 * K + 1] += b3.sum() } }
-                    index += 2
                 }
             }
         }
