@@ -54,6 +54,9 @@ public struct ModelConfig: Sendable, Equatable, Codable {
          ("fc8.weight", [classes, fc7]), ("fc8.bias", [classes])]
     }
 
+    /// The classifier's weights: `--init he` starts them at the paper's N(0, 0.01²), not at He's scale.
+    public static let classifierWeight = "fc8.weight"
+
     /// Biases the paper initialises to 1 (the others start at 0).
     public static let biasesSetToOne: Set<String> = ["conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]
 
