@@ -1,8 +1,8 @@
 // The direct strided convolution (conv1's path: phase planes, no im2col): forward against plain loops, the weight
 // gradient against a plain-loop sum and central differences, with and without padding, shared and tower-local
 // input, channel counts that leave a remainder after the kernel's blocks of six, a plane whose odd number of vectors a
-// row makes the forward's pairs span rows and whose rows span two weight-gradient bands, and the same numbers on any
-// thread count.
+// row makes the forward's pairs span rows and whose rows span two weight-gradient bands, stride 4 (whose split deals
+// 32 columns at a time) with and without padding, and the same numbers on any thread count.
 import AlexNet
 import XCTest
 
@@ -27,6 +27,8 @@ final class StridedConvolutionTests: XCTestCase {
         make("5/2/2 padded, tower-local", size: 21, kernel: 5, stride: 2, pad: 2, inputs: 2, outputs: 4, sharedInput: false),
         make("3/3/1, 2 channels a tower", size: 26, kernel: 3, stride: 3, pad: 1, inputs: 3, outputs: 2, sharedInput: true),
         make("11/4/0 to 17 × 17, 7 channels a tower", size: 75, kernel: 11, stride: 4, pad: 0, inputs: 3, outputs: 7, sharedInput: true),
+        make("7/4/3 padded, tower-local (stride 4's vector split starts at column 1)", size: 40, kernel: 7, stride: 4, pad: 3,
+             inputs: 2, outputs: 3, sharedInput: false),
     ]
 
     func forward(_ c: Case, _ x: [Float], _ w: [Float], _ b: [Float], relu: Bool = false) -> [Float] {
