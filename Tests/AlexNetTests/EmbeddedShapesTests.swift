@@ -77,4 +77,28 @@ final class EmbeddedShapesTests: XCTestCase {
             }
         }
     }
+
+    /// A crop's window (what the batch assembler asks for) holds the same bytes as the whole image there, and the
+    /// generator writes nothing outside it.
+    func testACropWindowHasTheWholeImagesBytes() {
+        let set = EmbeddedShapes(seed: 1, heldOut: false), side = EmbeddedShapes.side, sentinel: UInt8 = 0xA5
+        var whole = [UInt8](repeating: 0, count: side * side * 3)
+        for (i, (top, left)) in [(0, 0), (29, 29), (7, 18)].enumerated() {
+            let rows = top..<(top + 227), columns = left..<(left + 227)
+            var window = [UInt8](repeating: sentinel, count: side * side * 3)
+            whole.withUnsafeMutableBufferPointer { set.pixels(i, into: $0.baseAddress!) }
+            window.withUnsafeMutableBufferPointer { set.pixels(i, rows: rows, columns: columns, into: $0.baseAddress!) }
+            for y in 0..<side {
+                for x in 0..<side {
+                    let inside = rows.contains(y) && columns.contains(x)
+                    for c in 0..<3 {
+                        let at = (y * side + x) * 3 + c
+                        if window[at] != (inside ? whole[at] : sentinel) {
+                            return XCTFail("image \(i), window at (\(top), \(left)): byte of pixel (\(y), \(x)) channel \(c) is \(window[at])")
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

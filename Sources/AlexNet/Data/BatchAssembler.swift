@@ -121,7 +121,6 @@ public final class BatchAssembler: @unchecked Sendable {
             dataset.tensor(index, into: dst, channelStride: channelStride)
         case .pixels(let h, let w):
             let pixels = scratch!
-            dataset.pixels(index, into: pixels)
             var top = (h - size) / 2, left = (w - size) / 2, flip = false
             if let v = view {
                 switch v.place {
@@ -145,6 +144,7 @@ public final class BatchAssembler: @unchecked Sendable {
                 }
                 for c in 0..<3 { shift[c] = (0..<3).reduce(0) { $0 + eigenvectors[c * 3 + $1] * weighted[$1] } }
             }
+            dataset.pixels(index, rows: top..<(top + size), columns: left..<(left + size), into: pixels)
             let scale = inputScale
             for c in 0..<3 {
                 let out = dst + c * channelStride, s = shift[c]

@@ -53,6 +53,11 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
     }
 
     public func pixels(_ index: Int, into out: UnsafeMutablePointer<UInt8>) {
+        pixels(index, rows: 0..<Self.side, columns: 0..<Self.side, into: out)
+    }
+
+    /// Every pixel is a function of (index, y, x) alone, so a crop's window costs only its own pixels (227² of 256²).
+    public func pixels(_ index: Int, rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt8>) {
         let k = label(index), side = Self.side
         let scale = 40 + 70 * draw(index, 1)                       // half-size in pixels
         let cx = scale + (Float(side) - 2 * scale) * draw(index, 2)
@@ -74,10 +79,10 @@ public final class EmbeddedShapes: ImageDataset, @unchecked Sendable {
         let firstColumn = max(0, Int((cx - scale).rounded(.down)) - 2), lastColumn = min(side - 1, Int((cx + scale).rounded(.up)) + 2)
         Self.jitterUnits.withUnsafeBufferPointer { units in
             let unit = units.baseAddress!
-            for y in 0..<side {
+            for y in rows.clamped(to: 0..<side) {
                 let v = (Float(y) - cy) * inverse
                 let rowMeetsShape = abs(v) <= 1
-                for x in 0..<side {
+                for x in columns.clamped(to: 0..<side) {
                     let u = (Float(x) - cx) * inverse
                     let fg = rowMeetsShape && x >= firstColumn && x <= lastColumn && Self.inside(k, u, v)
                     let p = out + (y * side + x) * 3

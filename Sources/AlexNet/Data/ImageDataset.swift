@@ -14,6 +14,9 @@ public protocol ImageDataset: AnyObject, Sendable {
     func label(_ index: Int) -> Int
     /// (H, W, 3) uint8 pixels of image `index` (storage .pixels).
     func pixels(_ index: Int, into: UnsafeMutablePointer<UInt8>)
+    /// The same pixels inside `rows` × `columns` only (the rest of `into`, (H, W, 3), may be left as it was): what a
+    /// crop reads. A set that computes its images (the embedded shapes) skips the rest; the default copies them all.
+    func pixels(_ index: Int, rows: Range<Int>, columns: Range<Int>, into: UnsafeMutablePointer<UInt8>)
     /// (3, 227, 227) floats of image `index` (storage .tensors); channel c goes to destination + c·channelStride,
     /// rows of 227 contiguous, row r at + r·227.
     func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int)
@@ -35,6 +38,7 @@ public extension ImageDataset {
     var pixelStatistics: PixelStatistics? { nil }
 
     func pixels(_ index: Int, into: UnsafeMutablePointer<UInt8>) { preconditionFailure("\(name) holds tensors, not pixels") }
+    func pixels(_ index: Int, rows: Range<Int>, columns: Range<Int>, into: UnsafeMutablePointer<UInt8>) { pixels(index, into: into) }
     func tensor(_ index: Int, into destination: UnsafeMutablePointer<Float>, channelStride: Int) {
         preconditionFailure("\(name) holds pixels, not tensors")
     }
