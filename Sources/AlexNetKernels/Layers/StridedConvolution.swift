@@ -56,8 +56,15 @@ struct PhasePlanes {
                     }
                     if vectorEnd == vectorStart { vectorStart = 0; vectorEnd = 0 }
                 }
-                for x in 0..<vectorStart { rowOut[(x + p) % s * planeSize + (x + p) / s] = row[x] }
-                for x in vectorEnd..<g.inputWidth { rowOut[(x + p) % s * planeSize + (x + p) / s] = row[x] }
+                // The other columns one by one, phase and plane column stepped along (no division a column).
+                for range in [0..<vectorStart, vectorEnd..<g.inputWidth] where !range.isEmpty {
+                    var phase = (range.lowerBound + p) % s, column = (range.lowerBound + p) / s
+                    for x in range {
+                        rowOut[phase * planeSize + column] = row[x]
+                        phase += 1
+                        if phase == s { phase = 0; column += 1 }
+                    }
+                }
             }
         }
     }
