@@ -115,7 +115,7 @@ struct Train: ParsableCommand {
     var dropout: Float = 0.5
     @Option(help: "Seed for initialisation, shuffling, augmentation and dropout.")
     var seed: UInt64 = 1
-    @Option(name: .customLong("init"), help: "Initialisation: 'paper' (N(0, 0.01²), biases 1 in conv2/4/5, fc6/7; raw pixel inputs) or 'he' (N(0, 2/fan-in), those biases 0.1; pixel inputs scaled to unit variance).")
+    @Option(name: .customLong("init"), help: "Initialisation: 'paper' (N(0, 0.01²), biases 1 in conv2/4/5, fc6/7; raw pixel inputs) or 'he' (N(0, 2/fan-in), but the classifier fc8 at the paper's N(0, 0.01²); those biases 0.1; pixel inputs scaled to unit variance).")
     var initialisation: Initialisation = .he
     @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (a whole-model file, whatever layout wrote it).")
     var initFrom: String?
