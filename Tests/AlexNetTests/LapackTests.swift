@@ -1,5 +1,6 @@
 // LAPACK's ssyev through Lapack.symmetricEigen3 (the colour PCA): a matrix made from known eigenpairs, and agreement
-// with a plain Jacobi eigen-solver (the one BatchAssembler used before) on random symmetric matrices.
+// with a plain Jacobi eigen-solver (the one BatchAssembler used before) on random symmetric matrices, and a finite
+// answer after NaNs went through an earlier BLAS call of the process.
 import AlexNet
 import Foundation
 import XCTest
@@ -58,5 +59,27 @@ final class LapackTests: XCTestCase {
                 XCTAssertEqual(abs(dot), 1, accuracy: 1e-3, "seed \(seed) eigenvector \(j) (up to sign)")
             }
         }
+    }
+
+    /// OpenBLAS issue #746: its level-2 kernels for some cores read their shared work buffer as if it held no NaN.
+    /// An sgemm over NaNs (what a run that blows up does) leaves them in that buffer; ssyev on a finite matrix must
+    /// still give the eigenpairs (in the suite it gave NaN after PrefetchTests' blow-up).
+    func testAFiniteMatrixAfterNaNsWentThroughBLAS() throws {
+        let side = 256
+        let nans = [Float](repeating: .nan, count: side * side)
+        var product = [Float](repeating: 0, count: side * side)
+        let threads = Blas.threads
+        Blas.setThreads(1)
+        defer { Blas.setThreads(threads) }
+        nans.withUnsafeBufferPointer { a in
+            product.withUnsafeMutableBufferPointer { c in
+                Blas.sgemm(m: side, n: side, k: side, a: a.baseAddress!, lda: side, b: a.baseAddress!, ldb: side,
+                           c: c.baseAddress!, ldc: side)
+            }
+        }
+        XCTAssertTrue(product[0].isNaN, "the sgemm did not see the NaNs")
+        let m: [Double] = [5466.9, 4096.9, 2732.8, 4096.9, 3412.2, 2048.3, 2732.8, 2048.3, 2730.4]
+        let result = try XCTUnwrap(Lapack.symmetricEigen3(m), "ssyev failed on a finite matrix")
+        XCTAssertTrue((result.values + result.vectors).allSatisfy { $0.isFinite }, "\(result)")
     }
 }

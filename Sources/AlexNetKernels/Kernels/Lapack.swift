@@ -27,6 +27,7 @@ public enum Lapack {
         let threads = Blas.threads
         Blas.setThreads(1)
         defer { Blas.setThreads(threads) }
+        scrubWorkBuffer()
         withUnsafePointer(to: jobz) { jobzPointer in
             withUnsafePointer(to: uplo) { uploPointer in
                 ssyev_(jobzPointer, uploPointer, &order, &a, &lda, &w, &work, &lwork, &info, 1, 1)
@@ -43,5 +44,21 @@ public enum Lapack {
             for i in 0..<n { vectors[i * n + j] = sign * a[j * n + i] }
         }
         return (w, vectors)
+    }
+
+    /// OpenBLAS's level-2 kernels for some cores (0.3.21's Prescott ones among them) read their shared work buffer as
+    /// if it held no NaN (OpenBLAS issue #746). Once a NaN had gone through a BLAS call of the process (in the test
+    /// suite, a run that blew up), ssyev returned NaN for a finite matrix. An sgemm of zeros, too large for OpenBLAS's
+    /// small-matrix path, first rewrites the start of the buffer that this thread's next call gets.
+    static func scrubWorkBuffer() {
+        let side = 256
+        let zeros = [Float](repeating: 0, count: side * side)
+        var product = [Float](repeating: 0, count: side * side)
+        zeros.withUnsafeBufferPointer { z in
+            product.withUnsafeMutableBufferPointer { p in
+                Blas.sgemm(m: side, n: side, k: side, a: z.baseAddress!, lda: side, b: z.baseAddress!, ldb: side,
+                           c: p.baseAddress!, ldc: side)
+            }
+        }
     }
 }
