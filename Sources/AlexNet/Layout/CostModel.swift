@@ -63,13 +63,14 @@ public enum LayerArithmetic {
     /// weight gradient, and the input gradient except at conv1).
     public static func flops(_ c: ModelConfig, _ stage: Stage) -> (forward: Double, backward: Double) {
         func conv(_ m: Int, _ k: Int, _ plane: Int) -> Double { 2 * Double(m) * Double(k) * Double(plane) }
+        typealias M = ModelConfig
         let f: Double
         switch stage {
-        case .conv1: let f = conv(c.conv1, 3 * 121, 55 * 55); return (f, f)
-        case .conv2: f = conv(c.conv2, c.conv1 / 2 * 25, 27 * 27)
-        case .conv3: f = conv(c.conv3, c.conv2 * 9, 13 * 13)
-        case .conv4: f = conv(c.conv4, c.conv3 / 2 * 9, 13 * 13)
-        case .conv5: f = conv(c.conv5, c.conv4 / 2 * 9, 13 * 13)
+        case .conv1: let f = conv(c.conv1, 3 * M.conv1Window.area, M.conv1Plane); return (f, f)
+        case .conv2: f = conv(c.conv2, c.conv1 / 2 * M.conv2Window.area, M.conv2Plane)
+        case .conv3: f = conv(c.conv3, c.conv2 * M.conv3To5Window.area, M.conv3Plane)
+        case .conv4: f = conv(c.conv4, c.conv3 / 2 * M.conv3To5Window.area, M.conv3Plane)
+        case .conv5: f = conv(c.conv5, c.conv4 / 2 * M.conv3To5Window.area, M.conv3Plane)
         case .fc6: f = 2 * Double(c.fc6 * c.fc6Inputs)
         case .fc7: f = 2 * Double(c.fc7 * c.fc6)
         case .fc8: f = 2 * Double(c.classes * c.fc7)

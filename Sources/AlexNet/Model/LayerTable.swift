@@ -19,13 +19,15 @@ public enum LayerTable {
         func params(_ name: String) -> Int {
             c.tensors.filter { $0.name.hasPrefix(name + ".") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
         }
+        typealias M = ModelConfig
+        func map(_ channels: Int, _ side: Int) -> String { "\(channels)×\(side)×\(side)" }
         let rows: [(String, String, String, String, String)] = [
-            ("input", "3×227×227", "", "", "mean image subtracted"),
-            ("conv1", "\(c.conv1)×55×55", "11/4/0", who(c.conv1), "ReLU, LRN, pool → \(c.conv1)×27×27"),
-            ("conv2", "\(c.conv2)×27×27", "5/1/2", who(c.conv2), "ReLU, LRN, pool → \(c.conv2)×13×13"),
-            ("conv3", "\(c.conv3)×13×13", "3/1/1", who(c.conv3), "ReLU; input exchanged" + moved([.conv3Input, .conv3InputGradient])),
-            ("conv4", "\(c.conv4)×13×13", "3/1/1", who(c.conv4), "ReLU"),
-            ("conv5", "\(c.conv5)×13×13", "3/1/1", who(c.conv5), "ReLU, pool → \(c.conv5)×6×6"),
+            ("input", map(3, M.inputSize), "", "", "mean image subtracted"),
+            ("conv1", map(c.conv1, M.conv1Side), M.conv1Window.label, who(c.conv1), "ReLU, LRN, pool → " + map(c.conv1, M.conv2Side)),
+            ("conv2", map(c.conv2, M.conv2Side), M.conv2Window.label, who(c.conv2), "ReLU, LRN, pool → " + map(c.conv2, M.conv3Side)),
+            ("conv3", map(c.conv3, M.conv3Side), M.conv3To5Window.label, who(c.conv3), "ReLU; input exchanged" + moved([.conv3Input, .conv3InputGradient])),
+            ("conv4", map(c.conv4, M.conv3Side), M.conv3To5Window.label, who(c.conv4), "ReLU"),
+            ("conv5", map(c.conv5, M.conv3Side), M.conv3To5Window.label, who(c.conv5), "ReLU, pool → " + map(c.conv5, M.pool5Side)),
             ("fc6", "\(c.fc6)", "", who(c.fc6), "ReLU, dropout \(c.dropout); input exchanged" + moved([.fc6Input, .fc6InputGradient])),
             ("fc7", "\(c.fc7)", "", who(c.fc7), "ReLU, dropout \(c.dropout); input exchanged" + moved([.fc7Input, .fc7InputGradient])),
             ("fc8", "\(c.classes)", "", who(c.classes), "softmax; input and logits exchanged" + moved([.fc8Input, .fc8InputGradient, .logits])),

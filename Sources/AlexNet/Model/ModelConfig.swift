@@ -13,6 +13,26 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public static let towers = 2
     public static let inputSize = 227
 
+    /// A square window: convolution kernel or max-pool (docs/model.md's layer table).
+    public struct Window: Sendable {
+        public let size, stride, pad: Int
+        public var area: Int { size * size }
+        public func outputSide(_ inputSide: Int) -> Int { (inputSide + 2 * pad - size) / stride + 1 }
+        public var label: String { "\(size)/\(stride)/\(pad)" }
+    }
+    // The layer table's windows, the same at every width, and the spatial sides they give from the 227 input, each
+    // from the one before.
+    public static let conv1Window = Window(size: 11, stride: 4, pad: 0)
+    public static let conv2Window = Window(size: 5, stride: 1, pad: 2)
+    public static let conv3To5Window = Window(size: 3, stride: 1, pad: 1)
+    public static let poolWindow = Window(size: 3, stride: 2, pad: 0)     // every max-pool: overlapping
+    public static let conv1Side = conv1Window.outputSide(inputSize)       // 55
+    public static let conv2Side = poolWindow.outputSide(conv1Side)        // 27: pool1's output, conv2's input and output
+    public static let conv3Side = poolWindow.outputSide(conv2Side)        // 13: pool2's output, conv3–conv5's planes
+    public static let pool5Side = poolWindow.outputSide(conv3Side)        // 6
+    public static let conv1Plane = conv1Side * conv1Side, conv2Plane = conv2Side * conv2Side
+    public static let conv3Plane = conv3Side * conv3Side, pool5Plane = pool5Side * pool5Side
+
     public init(width: Double = 1, classes: Int = 1000, dropout: Float = 0.5) {
         self.width = width; self.classes = classes; self.dropout = dropout
     }
@@ -28,7 +48,7 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public var conv5: Int { scaled(256) }
     public var fc6: Int { scaled(4096) }
     public var fc7: Int { scaled(4096) }
-    public var fc6Inputs: Int { conv5 * 36 }
+    public var fc6Inputs: Int { conv5 * Self.pool5Plane }
 
     public var lrn: LocalResponseNorm { LocalResponseNorm(size: lrnSize, alpha: lrnAlpha, beta: lrnBeta, k: lrnK) }
 
@@ -65,8 +85,8 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public func exchangeFloats(at point: ExchangePoint, tower t: Int, batch N: Int) -> Int {
         func classesOf(_ tower: Int) -> Int { Self.towerStart(tower + 1, of: classes) - Self.towerStart(tower, of: classes) }
         switch point {
-        case .conv3Input, .conv3InputGradient: return conv2 / 2 * 169 * N
-        case .fc6Input, .fc6InputGradient: return conv5 / 2 * 36 * N
+        case .conv3Input, .conv3InputGradient: return conv2 / 2 * Self.conv3Plane * N
+        case .fc6Input, .fc6InputGradient: return conv5 / 2 * Self.pool5Plane * N
         case .fc7Input, .fc7InputGradient: return fc6 / 2 * N
         case .fc8Input, .fc8InputGradient: return fc7 / 2 * N
         case .logits: return classesOf(t) * N
@@ -82,12 +102,11 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     /// Multiply–adds ×2 of one image's forward pass.
     public var forwardFlopsPerImage: Double {
         func conv(_ m: Int, _ k: Int, _ plane: Int) -> Double { 2 * Double(m) * Double(k) * Double(plane) }
-        return conv(conv1, 3 * 121, 55 * 55) + conv(conv2, conv1 / 2 * 25, 27 * 27) + conv(conv3, conv2 * 9, 169)
-            + conv(conv4, conv3 / 2 * 9, 169) + conv(conv5, conv4 / 2 * 9, 169)
+        return LayerArithmetic.convolutions.reduce(0) { $0 + LayerArithmetic.flops(self, $1).forward }
             + 2 * Double(fc6 * fc6Inputs + fc7 * fc6 + classes * fc7)
     }
     /// Forward + backward (input and weight gradients; conv1 needs no input gradient).
     public var trainingFlopsPerImage: Double {
-        3 * forwardFlopsPerImage - 2 * Double(conv1 * 3 * 121 * 55 * 55)
+        3 * forwardFlopsPerImage - LayerArithmetic.flops(self, .conv1).forward
     }
 }

@@ -9,6 +9,11 @@
 // of all R ranks (B = R·N columns, rank k's at [k·N, (k+1)·N)); pool5's features are gathered block-major
 // (R, features, N), the slices' outputs all-gathered, and fc6's input gradient reduce-scattered back by image block.
 
+// The planes (H·W) of the layer table's stages, from ModelConfig: conv1 55², pool1 and conv2 27², pool2 and
+// conv3–conv5 13², pool5 6².
+private let conv1Plane = ModelConfig.conv1Plane, conv2Plane = ModelConfig.conv2Plane
+private let conv3Plane = ModelConfig.conv3Plane, pool5Plane = ModelConfig.pool5Plane
+
 public final class TwoTowerAlexNet {
     public let config: ModelConfig
     public let parameters: ParameterStore
@@ -110,9 +115,9 @@ public final class TwoTowerAlexNet {
         let P = exchange.localTowers.count
         let convs = Self.convolutions(config: config, parts: P, threads: threads, columnBudget: columnBudget, winograd: winograd)
         conv1 = convs[0]; conv2 = convs[1]; conv3 = convs[2]; conv4 = convs[3]; conv5 = convs[4]
-        pool1 = MaxPool(inputHeight: 55, inputWidth: 55, threads: threads)
-        pool2 = MaxPool(inputHeight: 27, inputWidth: 27, threads: threads)
-        pool5 = MaxPool(inputHeight: 13, inputWidth: 13, threads: threads)
+        pool1 = MaxPool(inputHeight: ModelConfig.conv1Side, inputWidth: ModelConfig.conv1Side, threads: threads)
+        pool2 = MaxPool(inputHeight: ModelConfig.conv2Side, inputWidth: ModelConfig.conv2Side, threads: threads)
+        pool5 = MaxPool(inputHeight: ModelConfig.conv3Side, inputWidth: ModelConfig.conv3Side, threads: threads)
         let (slices, local) = (fcSlices, fcLocal)
         func partRows(_ rows: Int) -> [Int] {
             local.map { ModelConfig.sliceStart($0 + 1, of: rows, slices: slices) - ModelConfig.sliceStart($0, of: rows, slices: slices) }
@@ -138,12 +143,12 @@ public final class TwoTowerAlexNet {
             return p
         }
         let N = maxBatch, B = imageBlocks * maxBatch, PF = fcLocal.count
-        a1 = floats(c1 * P * N * 3025); l1 = floats(c1 * P * N * 3025)
-        p1 = floats(c1 * P * N * 729); idx1 = indices(c1 * P * N * 729)
-        a2 = floats(c2 * P * N * 729); l2 = floats(c2 * P * N * 729)
-        x3 = floats(2 * c2 * N * 169); idx2 = indices(c2 * P * N * 169)
-        a3 = floats(c3 * P * N * 169); a4 = floats(c4 * P * N * 169); a5 = floats(c5 * P * N * 169)
-        p5 = floats(c5 * P * N * 36); idx5 = indices(c5 * P * N * 36)
+        a1 = floats(c1 * P * N * conv1Plane); l1 = floats(c1 * P * N * conv1Plane)
+        p1 = floats(c1 * P * N * conv2Plane); idx1 = indices(c1 * P * N * conv2Plane)
+        a2 = floats(c2 * P * N * conv2Plane); l2 = floats(c2 * P * N * conv2Plane)
+        x3 = floats(2 * c2 * N * conv3Plane); idx2 = indices(c2 * P * N * conv3Plane)
+        a3 = floats(c3 * P * N * conv3Plane); a4 = floats(c4 * P * N * conv3Plane); a5 = floats(c5 * P * N * conv3Plane)
+        p5 = floats(c5 * P * N * pool5Plane); idx5 = indices(c5 * P * N * pool5Plane)
         let rows6 = fc6.outputs, rows7 = fc7.outputs
         x6 = floats(config.fc6Inputs * B); h6 = floats(config.fc6 * B); h7 = floats(config.fc7 * B)
         logits = floats(config.classes * B)
@@ -154,12 +159,12 @@ public final class TwoTowerAlexNet {
         var p8: [UnsafeMutablePointer<Float>] = [], p7: [UnsafeMutablePointer<Float>] = []
         var p6: [UnsafeMutablePointer<Float>] = [], p3: [UnsafeMutablePointer<Float>] = []
         for _ in 0..<PF { p8.append(floats(fc7Rows * B)); p7.append(floats(fc6Rows * B)); p6.append(floats(fc6Inputs * B)) }
-        for _ in 0..<P { p3.append(floats(2 * c2 * N * 169)) }
+        for _ in 0..<P { p3.append(floats(2 * c2 * N * conv3Plane)) }
         partials8 = p8; partials7 = p7; partials6 = p6; partials3 = p3
-        dh7 = floats(rows7 * B); dh6 = floats(rows6 * B); dx6 = floats(c5 * P * 36 * N)
-        dp5 = floats(c5 * P * N * 36)
-        da5 = floats(c5 * P * N * 169); da4 = floats(c4 * P * N * 169); da3 = floats(c3 * P * N * 169)
-        dp2 = floats(c2 * P * N * 169); dp1 = floats(c1 * P * N * 729)
+        dh7 = floats(rows7 * B); dh6 = floats(rows6 * B); dx6 = floats(c5 * P * pool5Plane * N)
+        dp5 = floats(c5 * P * N * pool5Plane)
+        da5 = floats(c5 * P * N * conv3Plane); da4 = floats(c4 * P * N * conv3Plane); da3 = floats(c3 * P * N * conv3Plane)
+        dp2 = floats(c2 * P * N * conv3Plane); dp1 = floats(c1 * P * N * conv2Plane)
         let colSize = [conv1, conv2, conv3, conv4, conv5].map { $0.columnBufferSize(batch: N) }.max()!
         col = floats(colSize); colGradient = floats(colSize)
         self.arena = arena
@@ -173,16 +178,17 @@ public final class TwoTowerAlexNet {
                                     winograd: WinogradUse = .whereItPays) -> [Convolution] {
         let T = ModelConfig.towers, side = ModelConfig.inputSize
         let c1 = config.conv1 / T, c2 = config.conv2 / T, c3 = config.conv3 / T, c4 = config.conv4 / T, c5 = config.conv5 / T
-        func conv(_ inputSide: Int, kernel: Int, stride: Int, pad: Int, _ cin: Int, _ cout: Int, shared: Bool) -> Convolution {
-            Convolution(geometry: .init(inputHeight: inputSide, inputWidth: inputSide, kernel: kernel, stride: stride, pad: pad),
+        func conv(_ inputSide: Int, _ w: ModelConfig.Window, _ cin: Int, _ cout: Int, shared: Bool) -> Convolution {
+            Convolution(geometry: .init(inputHeight: inputSide, inputWidth: inputSide, kernel: w.size, stride: w.stride, pad: w.pad),
                         inputChannelsPerPart: cin, outputChannelsPerPart: cout, parts: parts, sharedInput: shared,
                         threads: threads, columnBudget: columnBudget, winograd: winograd)
         }
-        return [conv(side, kernel: 11, stride: 4, pad: 0, 3, c1, shared: true),      // 227 → 55
-                conv(27, kernel: 5, stride: 1, pad: 2, c1, c2, shared: false),        // after pool1
-                conv(13, kernel: 3, stride: 1, pad: 1, 2 * c2, c3, shared: true),     // after pool2 and the exchange
-                conv(13, kernel: 3, stride: 1, pad: 1, c3, c4, shared: false),
-                conv(13, kernel: 3, stride: 1, pad: 1, c4, c5, shared: false)]
+        typealias M = ModelConfig
+        return [conv(side, M.conv1Window, 3, c1, shared: true),                      // 227 → 55
+                conv(M.conv2Side, M.conv2Window, c1, c2, shared: false),             // after pool1
+                conv(M.conv3Side, M.conv3To5Window, 2 * c2, c3, shared: true),      // after pool2 and the exchange
+                conv(M.conv3Side, M.conv3To5Window, c3, c4, shared: false),
+                conv(M.conv3Side, M.conv3To5Window, c4, c5, shared: false)]
     }
 
     /// Floats a model for `towers` and batches of `maxBatch` will allocate (activations, gradients, scratch and its
@@ -198,7 +204,7 @@ public final class TwoTowerAlexNet {
         let fc6 = Double(config.fc6), fc7 = Double(config.fc7), fcIn = Double(config.fc6Inputs), classes = Double(config.classes)
         let c1 = Double(config.conv1) / T, c2 = Double(config.conv2) / T, c3 = Double(config.conv3) / T
         let c4 = Double(config.conv4) / T, c5 = Double(config.conv5) / T
-        let plane1 = 55.0 * 55, plane2 = 27.0 * 27, plane3 = 13.0 * 13, plane5 = 6.0 * 6
+        let plane1 = Double(conv1Plane), plane2 = Double(conv2Plane), plane3 = Double(conv3Plane), plane5 = Double(pool5Plane)
         var total = 0.0
         total += 2 * c1 * P * n * plane1 + 2 * c1 * P * n * plane2                      // a1 l1, p1 idx1
         total += 2 * c2 * P * n * plane2 + 2 * c2 * n * plane3 + c2 * P * n * plane3     // a2 l2, x3, idx2
@@ -256,15 +262,15 @@ public final class TwoTowerAlexNet {
         let P = parts
         clock.time(.conv1, .forward) {
             conv1.forward(input: x, batch: N, weight: w("conv1.weight"), bias: w("conv1.bias"), output: a1, col: col, relu: true)
-            lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * 3025, output: l1)
+            lrn.forward(input: a1, channels: c1 * P, groupChannels: c1, pixels: N * conv1Plane, output: l1)
             pool1.forward(input: l1, planes: c1 * P * N, output: p1, argmax: idx1)
         }
         clock.time(.conv2, .forward) {
             conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col, relu: true)
-            lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * 729, output: l2)
-            pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * 169, argmax: idx2)
+            lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * conv2Plane, output: l2)
+            pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * conv3Plane, argmax: idx2)
         }
-        try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * 169), at: .conv3Input) }
+        try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * conv3Plane), at: .conv3Input) }
         clock.time(.conv3, .forward) {
             conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col, relu: true)
         }
@@ -277,7 +283,7 @@ public final class TwoTowerAlexNet {
             // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image. A sliced fc stack
             // takes block r of (R, features, N) for its own images; else the local towers' rows of (features, N).
             Self.flatten(p5, channels: c5 * P, batch: N,
-                         into: x6 + (slicesFullyConnected ? blockStarts[fcLocal.lowerBound] * config.fc6Inputs : firstTower * c5 * 36 * N))
+                         into: x6 + (slicesFullyConnected ? blockStarts[fcLocal.lowerBound] * config.fc6Inputs : firstTower * c5 * pool5Plane * N))
         }
         let B = blockStarts.last!
         if slicesFullyConnected {
@@ -285,7 +291,7 @@ public final class TwoTowerAlexNet {
                 try fullyConnectedExchange.allGather(x6, offsets: blockOffsets(config.fc6Inputs), at: .fc6Input)
             }
         } else {
-            try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * 36 * N), at: .fc6Input) }
+            try clock.time(.fc6, .exchange) { try exchange.allGather(x6, offsets: evenOffsets(c5 * pool5Plane * N), at: .fc6Input) }
         }
         // Dropout masks follow (seed, step, layer, neuron, image of the global batch): the fc columns start at image 0
         // of the global batch when they hold every rank's images.
@@ -348,18 +354,20 @@ public final class TwoTowerAlexNet {
 
     /// p5 (C, N, 36) → rows c·36 + q, columns n of a (C·36, N) block.
     static func flatten(_ p: UnsafePointer<Float>, channels: Int, batch N: Int, into x: UnsafeMutablePointer<Float>) {
+        let plane = pool5Plane
         for c in 0..<channels {
             for n in 0..<N {
-                let src = p + (c * N + n) * 36
-                for q in 0..<36 { x[(c * 36 + q) * N + n] = src[q] }
+                let src = p + (c * N + n) * plane
+                for q in 0..<plane { x[(c * plane + q) * N + n] = src[q] }
             }
         }
     }
     static func unflatten(_ x: UnsafePointer<Float>, channels: Int, batch N: Int, into p: UnsafeMutablePointer<Float>) {
+        let plane = pool5Plane
         for c in 0..<channels {
             for n in 0..<N {
-                let dst = p + (c * N + n) * 36
-                for q in 0..<36 { dst[q] = x[(c * 36 + q) * N + n] }
+                let dst = p + (c * N + n) * plane
+                for q in 0..<plane { dst[q] = x[(c * plane + q) * N + n] }
             }
         }
     }
@@ -419,7 +427,7 @@ public final class TwoTowerAlexNet {
                 try fullyConnectedExchange.reduceScatter(partials: partials6, offsets: blockOffsets(config.fc6Inputs), into: dx6,
                                                          at: .fc6InputGradient)
             } else {
-                try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * 36 * N), into: dx6, at: .fc6InputGradient)
+                try exchange.reduceScatter(partials: partials6, offsets: evenOffsets(c5 * pool5Plane * N), into: dx6, at: .fc6InputGradient)
             }
         }
         clock.time(.conv5, .backward) {
@@ -427,39 +435,39 @@ public final class TwoTowerAlexNet {
             pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5, reluInput: a5)
             conv5.backward(input: a4, batch: N, weight: w("conv5.weight"), outputGradient: da5,
                            weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
-                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * 169 }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * conv3Plane }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv5")
         clock.time(.conv4, .backward) {
-            ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * 169, threads: threads)
+            ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * conv3Plane, threads: threads)
             conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
                            weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
-                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * 169 }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * conv3Plane }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv4")
         clock.time(.conv3, .backward) {
-            ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * 169, threads: threads)
+            ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * conv3Plane, threads: threads)
             conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
                            weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
                            inputGradients: partials3, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv3")
         try clock.time(.conv3, .exchange) {
-            try exchange.reduceScatter(partials: partials3, offsets: evenOffsets(c2 * N * 169), into: dp2, at: .conv3InputGradient)
+            try exchange.reduceScatter(partials: partials3, offsets: evenOffsets(c2 * N * conv3Plane), into: dp2, at: .conv3InputGradient)
         }
         clock.time(.conv2, .backward) {
             pool2.backward(outputGradient: dp2, argmax: idx2, planes: c2 * P * N, inputGradient: l2)
             lrn.backward(input: a2, outputGradient: l2, channels: c2 * P, groupChannels: c2,
-                         pixels: N * 729, inputGradient: l2, throughReLU: true)
+                         pixels: N * conv2Plane, inputGradient: l2, throughReLU: true)
             conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: l2,
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
-                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * 729 }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * conv2Plane }, col: col, colGradient: colGradient, afterChunk: progress)
         }
         announce("conv2")
         clock.time(.conv1, .backward) {
             pool1.backward(outputGradient: dp1, argmax: idx1, planes: c1 * P * N, inputGradient: l1)
             lrn.backward(input: a1, outputGradient: l1, channels: c1 * P, groupChannels: c1,
-                         pixels: N * 3025, inputGradient: l1, throughReLU: true)
+                         pixels: N * conv1Plane, inputGradient: l1, throughReLU: true)
             conv1.backward(input: x, batch: N, weight: w("conv1.weight"), outputGradient: l1,
                            weightGradient: g("conv1.weight"), biasGradient: g("conv1.bias"),
                            inputGradients: nil, col: col, colGradient: colGradient, afterChunk: progress)

@@ -57,14 +57,16 @@ struct PhasePlanes {
                     if vectorEnd == vectorStart { vectorStart = 0; vectorEnd = 0 }
                 }
                 // The other columns one by one, phase and plane column stepped along (no division a column).
-                for range in [0..<vectorStart, vectorEnd..<g.inputWidth] where !range.isEmpty {
-                    var phase = (range.lowerBound + p) % s, column = (range.lowerBound + p) / s
-                    for x in range {
+                @inline(__always) func oneByOne(_ columns: Range<Int>) {
+                    var phase = (columns.lowerBound + p) % s, column = (columns.lowerBound + p) / s
+                    for x in columns {
                         rowOut[phase * planeSize + column] = row[x]
                         phase += 1
                         if phase == s { phase = 0; column += 1 }
                     }
                 }
+                oneByOne(0..<vectorStart)
+                oneByOne(vectorEnd..<g.inputWidth)
             }
         }
     }
