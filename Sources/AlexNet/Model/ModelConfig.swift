@@ -100,13 +100,17 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     }
 
     /// Multiply–adds ×2 of one image's forward pass.
+    /// (CostModel's LayerArithmetic counts the same layer by layer; a test holds the two equal.)
     public var forwardFlopsPerImage: Double {
         func conv(_ m: Int, _ k: Int, _ plane: Int) -> Double { 2 * Double(m) * Double(k) * Double(plane) }
-        return LayerArithmetic.convolutions.reduce(0) { $0 + LayerArithmetic.flops(self, $1).forward }
+        typealias M = ModelConfig
+        return conv(conv1, 3 * M.conv1Window.area, M.conv1Plane) + conv(conv2, conv1 / 2 * M.conv2Window.area, M.conv2Plane)
+            + conv(conv3, conv2 * M.conv3To5Window.area, M.conv3Plane) + conv(conv4, conv3 / 2 * M.conv3To5Window.area, M.conv3Plane)
+            + conv(conv5, conv4 / 2 * M.conv3To5Window.area, M.conv3Plane)
             + 2 * Double(fc6 * fc6Inputs + fc7 * fc6 + classes * fc7)
     }
     /// Forward + backward (input and weight gradients; conv1 needs no input gradient).
     public var trainingFlopsPerImage: Double {
-        3 * forwardFlopsPerImage - LayerArithmetic.flops(self, .conv1).forward
+        3 * forwardFlopsPerImage - 2 * Double(conv1 * 3 * Self.conv1Window.area * Self.conv1Plane)
     }
 }

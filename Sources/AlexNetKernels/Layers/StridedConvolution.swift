@@ -94,18 +94,18 @@ extension Convolution {
         let (groups, M) = directGroups
         let K = patchSize, ldc = batch * geometry.outputPlane
         let inChannelStride = batch * geometry.inputPlane
-        // Weights as (group, tap, M6) and biases as (group, M6): the channels of one tap side by side, for
+        // Weights as (group, tap, paddedM) and biases as (group, paddedM): the channels of one tap side by side, for
         // broadcasting, padded with zeros to whole blocks of channels (padding channels are never stored).
-        let M6 = DirectKernel.paddedChannels(M)
-        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: groups * K * M6)
-        let paddedBias = UnsafeMutablePointer<Float>.allocate(capacity: groups * M6)
+        let paddedM = DirectKernel.paddedChannels(M)
+        let byTap = UnsafeMutablePointer<Float>.allocate(capacity: groups * K * paddedM)
+        let paddedBias = UnsafeMutablePointer<Float>.allocate(capacity: groups * paddedM)
         defer { byTap.deallocate(); paddedBias.deallocate() }
-        byTap.initialize(repeating: 0, count: groups * K * M6)
-        paddedBias.initialize(repeating: 0, count: groups * M6)
+        byTap.initialize(repeating: 0, count: groups * K * paddedM)
+        paddedBias.initialize(repeating: 0, count: groups * paddedM)
         for g in 0..<groups {
             for m in 0..<M {
-                paddedBias[g * M6 + m] = bias[g * M + m]
-                for t in 0..<K { byTap[(g * K + t) * M6 + m] = weight[(g * M + m) * K + t] }
+                paddedBias[g * paddedM + m] = bias[g * M + m]
+                for t in 0..<K { byTap[(g * K + t) * paddedM + m] = weight[(g * M + m) * K + t] }
             }
         }
         // Images split across threads; each thread has its own phase planes.
@@ -116,8 +116,8 @@ extension Convolution {
                 for g in 0..<groups {
                     phases.split(input + g * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
                                  channelStride: inChannelStride, into: planes, fresh: n == images.lowerBound && g == 0)
-                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * M6, channels: M,
-                                         bias: paddedBias + g * M6, output: output + g * M * ldc + n * geometry.outputPlane,
+                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * paddedM, channels: M,
+                                         bias: paddedBias + g * paddedM, output: output + g * M * ldc + n * geometry.outputPlane,
                                          channelStride: ldc, relu: relu)
                 }
             }
@@ -186,7 +186,7 @@ enum DirectKernel {
     static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
 
     /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
-    /// `weights` (taps, M6) and `bias` (M6) are padded to whole blocks of six channels. A pass computes six channels of
+    /// `weights` (taps, paddedM) and `bias` (paddedM) are padded to whole blocks of six channels. A pass computes six channels of
     /// two output vectors: the vectors of a plane, numbered row by row, are taken two at a time (the pair may span two
     /// rows), so an odd number of vectors a row wastes nothing but the plane's last. Each weight broadcast serves two
     /// vectors, each input vector six channels.
@@ -195,7 +195,7 @@ enum DirectKernel {
                         channelStride: Int, relu: Bool) {
         let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
         let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
-        let M6 = paddedChannels(M)
+        let paddedM = paddedChannels(M)
         let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
         @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
@@ -222,7 +222,7 @@ enum DirectKernel {
                         a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
                         a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
                         a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
-                        w += M6
+                        w += paddedM
                     }
                     let outA = output + m0 * channelStride + ohA * outW + owA
                     let outB = output + m0 * channelStride + ohB * outW + owB
