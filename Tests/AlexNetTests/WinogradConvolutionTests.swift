@@ -21,6 +21,37 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
+    /// The maps written out term by term for the two tiles the layers run (WinogradF2x3, WinogradF2x5) against the
+    /// matrices `WinogradTransform` derives from the interpolation points: Bᵀ, B, Aᵀ and A on eight lanes of inputs.
+    func testWrittenOutMapsAreTheDerivedMatrices() {
+        func check<K: WinogradAxis>(_ axis: K.Type, kernel r: Int) {
+            let w = WinogradTransform(outputTile: 2, kernel: r), a = w.tile, lanes = 8
+            XCTAssertEqual(K.alpha, a)
+            let bt = w.inputTransform, at = w.outputTransform
+            // (name, map, rows out, columns in, the matrix's entry (i, j))
+            let maps: [(String, (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void, Int, Int, (Int, Int) -> Float)] = [
+                ("Bᵀ", K.inputMap, a, a, { bt[$0 * a + $1] }),
+                ("B", K.inputAdjoint, a, a, { bt[$1 * a + $0] }),
+                ("Aᵀ", K.outputMap, 2, a, { at[$0 * a + $1] }),
+                ("A", K.outputAdjoint, a, 2, { at[$1 * a + $0] }),
+            ]
+            for (name, map, rows, columns, entry) in maps {
+                let x = randomFloats(columns * lanes, seed: UInt64(17 + r))
+                var y = [Float](repeating: .nan, count: rows * lanes)
+                y.withUnsafeMutableBufferPointer { map(x, lanes, $0.baseAddress!, lanes) }
+                for i in 0..<rows {
+                    for lane in 0..<lanes {
+                        let reference = (0..<columns).reduce(0.0) { $0 + Double(entry(i, $1)) * Double(x[$1 * lanes + lane]) }
+                        XCTAssertEqual(Double(y[i * lanes + lane]), reference, accuracy: 1e-5 * max(1, abs(reference)),
+                                       "F(2, \(r)) \(name) row \(i) lane \(lane)")
+                    }
+                }
+            }
+        }
+        check(WinogradF2x3.self, kernel: 3)
+        check(WinogradF2x5.self, kernel: 5)
+    }
+
     /// Forward and all three gradients of `layer` against the same layer without Winograd.
     func compare(_ layer: Convolution, batch: Int, _ name: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertNotNil(layer.winograd, name)

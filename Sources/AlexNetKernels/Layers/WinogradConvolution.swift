@@ -74,20 +74,103 @@ public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
     case whereItPays = "where-it-pays", always, never
 }
 
-/// A matrix's non-zero entries (row, column, value): the tile transforms skip the zeros of Bᵀ and Aᵀ.
-struct SparseMatrix: Sendable {
-    let entries: [(row: Int, column: Int, value: Float)]
-    init(_ dense: [Float], rows: Int, columns: Int) {
-        var e: [(Int, Int, Float)] = []
-        for r in 0..<rows { for c in 0..<columns where dense[r * columns + c] != 0 { e.append((r, c, dense[r * columns + c])) } }
-        entries = e
+/// The 1-D maps of F(2, r) along one axis, on eight lanes at a time (a lane a tile or a column), written out term by
+/// term: a loop over the matrices' entries kept its sums in memory and ran 3–5× slower. x and y are `stride` floats
+/// apart from one vector to the next; WinogradConvolutionTests checks each map against `WinogradTransform`'s matrices.
+public protocol WinogradAxis {
+    static var alpha: Int { get }
+    static func inputMap(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)      // y = Bᵀ x
+    static func inputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)  // y = B x
+    static func outputMap(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)     // y = Aᵀ x (α → 2)
+    static func outputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int) // y = A x (2 → α)
+}
+
+typealias Lanes = SIMD8<Float>
+@inline(__always) func loadLanes(_ p: UnsafePointer<Float>, _ i: Int, _ stride: Int) -> Lanes {
+    UnsafeRawPointer(p + i * stride).loadUnaligned(as: Lanes.self)
+}
+@inline(__always) func storeLanes(_ v: Lanes, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ stride: Int) {
+    UnsafeMutableRawPointer(p + i * stride).storeBytes(of: v, as: Lanes.self)
+}
+
+/// F(2 × 2, 3 × 3), α = 4: Bᵀ = [1 0 −1 0; 0 ½ ½ 0; 0 −½ ½ 0; 0 −1 0 1], Aᵀ = [1 1 1 0; 0 1 −1 1].
+public enum WinogradF2x3: WinogradAxis {
+    public static var alpha: Int { 4 }
+    @inline(__always) public static func inputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        storeLanes(x0 - x2, y, 0, ys)
+        storeLanes(0.5 * (x1 + x2), y, 1, ys)
+        storeLanes(0.5 * (x2 - x1), y, 2, ys)
+        storeLanes(x3 - x1, y, 3, ys)
+    }
+    @inline(__always) public static func inputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        storeLanes(x0, y, 0, ys)
+        storeLanes(0.5 * (x1 - x2) - x3, y, 1, ys)
+        storeLanes(0.5 * (x1 + x2) - x0, y, 2, ys)
+        storeLanes(x3, y, 3, ys)
+    }
+    @inline(__always) public static func outputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        storeLanes(x0 + x1 + x2, y, 0, ys)
+        storeLanes(x1 - x2 + x3, y, 1, ys)
+    }
+    @inline(__always) public static func outputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs)
+        storeLanes(x0, y, 0, ys)
+        storeLanes(x0 + x1, y, 1, ys)
+        storeLanes(x0 - x1, y, 2, ys)
+        storeLanes(x1, y, 3, ys)
+    }
+}
+
+/// F(2 × 2, 5 × 5), α = 6, points 0, ±1, ±2 and ∞: Bᵀ's rows are
+/// [1 0 −5/4 0 ¼ 0], [0 ⅔ ⅔ −⅙ −⅙ 0], [0 −⅔ ⅔ ⅙ −⅙ 0], [0 −1/12 −1/24 1/12 1/24 0], [0 1/12 −1/24 −1/12 1/24 0],
+/// [0 4 0 −5 0 1]; Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 1].
+public enum WinogradF2x5: WinogradAxis {
+    public static var alpha: Int { 6 }
+    static let twoThirds: Float = 2 / 3, sixth: Float = 1 / 6, twelfth: Float = 1 / 12, twentyFourth: Float = 1 / 24
+    @inline(__always) public static func inputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
+        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
+        storeLanes(x0 - 1.25 * x2 + 0.25 * x4, y, 0, ys)
+        storeLanes(twoThirds * (x1 + x2) - sixth * (x3 + x4), y, 1, ys)
+        storeLanes(twoThirds * (x2 - x1) + sixth * (x3 - x4), y, 2, ys)
+        storeLanes(twelfth * (x3 - x1) + twentyFourth * (x4 - x2), y, 3, ys)
+        storeLanes(twelfth * (x1 - x3) + twentyFourth * (x4 - x2), y, 4, ys)
+        storeLanes(4 * x1 - 5 * x3 + x5, y, 5, ys)
+    }
+    @inline(__always) public static func inputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
+        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
+        storeLanes(x0, y, 0, ys)
+        storeLanes(twoThirds * (x1 - x2) + twelfth * (x4 - x3) + 4 * x5, y, 1, ys)
+        storeLanes(twoThirds * (x1 + x2) - twentyFourth * (x3 + x4) - 1.25 * x0, y, 2, ys)
+        storeLanes(sixth * (x2 - x1) + twelfth * (x3 - x4) - 5 * x5, y, 3, ys)
+        storeLanes(0.25 * x0 - sixth * (x1 + x2) + twentyFourth * (x3 + x4), y, 4, ys)
+        storeLanes(x5, y, 5, ys)
+    }
+    @inline(__always) public static func outputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
+        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
+        storeLanes(x0 + x1 + x2 + x3 + x4, y, 0, ys)
+        storeLanes(x1 - x2 + 2 * (x3 - x4) + x5, y, 1, ys)
+    }
+    @inline(__always) public static func outputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs)
+        storeLanes(x0, y, 0, ys)
+        storeLanes(x0 + x1, y, 1, ys)
+        storeLanes(x0 - x1, y, 2, ys)
+        storeLanes(x0 + 2 * x1, y, 3, ys)
+        storeLanes(x0 - 2 * x1, y, 4, ys)
+        storeLanes(x1, y, 5, ys)
     }
 }
 
 /// The tiles of a stride-1 layer with m = 2 and the transforms between feature maps and the Winograd domain, a row
-/// of tiles at a time and all in vectors: the transform along y runs on whole padded rows (16 lanes over x), the one
-/// along x on their even and odd columns (8 lanes over the tiles of the row, in one or two halves: up to 16 tiles,
-/// outputs ≤ 32 wide).
+/// of tiles at a time and all in vectors: the transform along y runs on whole padded rows (16 columns at a time), the
+/// one along x on their even and odd columns (8 lanes over the tiles of the row, in one or two halves: up to 16 tiles,
+/// outputs ≤ 32 wide). Each transform dispatches once on α to code written for its tile (`WinogradAxis`).
 struct WinogradTiles {
     typealias Vector = SIMD8<Float>      // one lane a tile of (half) a row
     typealias Row = SIMD16<Float>        // one lane a column of a row
@@ -99,13 +182,12 @@ struct WinogradTiles {
     let tilesHigh: Int, tilesWide: Int
     let halves: Int                      // vectors of tiles a row
     var tilesPerImage: Int { tilesHigh * tilesWide }
-    let bt: SparseMatrix    // Bᵀ (α, α)
-    let at: SparseMatrix    // Aᵀ (2, α)
     let unusedColumns: [SIMDMask<SIMD16<Int32>>]   // of each half: the columns of tiles past the row's end
 
-    /// Whether a layer of this geometry can run: m = 2, α ≤ 6, and a row of tiles fits in two vectors.
+    /// Whether a layer of this geometry can run: m = 2 with a 3 × 3 or 5 × 5 kernel, and a row of tiles fits in two
+    /// vectors.
     static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
-        w.outputTile == 2 && g.stride == 1 && w.tile <= maximumTile && (g.outputWidth + 1) / 2 <= 2 * lanes
+        w.outputTile == 2 && (w.kernel == 3 || w.kernel == 5) && g.stride == 1 && (g.outputWidth + 1) / 2 <= 2 * lanes
             && g.inputWidth + 2 * g.pad <= 32
     }
 
@@ -116,8 +198,6 @@ struct WinogradTiles {
         tilesHigh = (g.outputHeight + 1) / 2
         tilesWide = (g.outputWidth + 1) / 2
         halves = (tilesWide + Self.lanes - 1) / Self.lanes
-        bt = SparseMatrix(transform.inputTransform, rows: alpha, columns: alpha)
-        at = SparseMatrix(transform.outputTransform, rows: 2, columns: alpha)
         unusedColumns = (0..<halves).map { [tilesWide] half in Self.columnMask(firstTile: Self.lanes * half, tiles: tilesWide) }
     }
     static func roundUp(_ n: Int) -> Int { (n + lanes - 1) / lanes * lanes }
@@ -127,8 +207,11 @@ struct WinogradTiles {
         ((image - images.lowerBound) * tilesHigh + row) * tilesWide
     }
 
-    /// Floats of scratch one thread's transforms need.
-    var scratchFloats: Int { 2 * alpha * Self.rowFloats }
+    /// Floats of scratch one thread's transforms need (the largest of the four's layouts, given in each).
+    var scratchFloats: Int {
+        let a = alpha, R = Self.rowFloats, L = Self.lanes
+        return max(a * R + 2 * a * L + a * a * L, 16 * a + 2 * L + 32, 2 * R + 16 * a + 2 * L, 2 * a * R + a * L)
+    }
 
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
     @inline(__always) static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) {
@@ -144,46 +227,46 @@ struct WinogradTiles {
     /// vectors: a row of tiles may spill into the next one, written after it, and ld leaves a vector of room at the end.
     func transformInput(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
                         into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
-        let rows = scratch
+        if alpha == 4 {
+            transformInput(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
+        } else {
+            transformInput(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
+        }
+    }
+    @inline(__always)
+    private func transformInput<K: WinogradAxis>(_: K.Type, _ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
+                                                 into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let rows = scratch, columns = rows + a * R, taps = columns + 2 * a * L   // columns: (α, 16), taps: (α, α, 8)
         rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile * (Self.maximumTile + 1)) { vectorRegisters in
-        let t = rowRegisters.baseAddress!, taps = vectorRegisters.baseAddress!, out = taps + a * a
-        bt.entries.withUnsafeBufferPointer { bt in
-            for n in images {
-                let image = plane + n * imageStride
-                for ty in 0..<tilesHigh {
-                    let first = firstTile(image: n, row: ty, of: images)
-                    for i in 0..<a {
-                        let y = 2 * ty - g.pad + i, row = rows + i * R + g.pad
-                        if y >= 0 && y < g.inputHeight { let src = image + y * W; for x in 0..<W { row[x] = src[x] } }
-                        else { for x in 0..<W { row[x] = 0 } }
-                    }
-                    for h in 0..<halves {
-                        // along y: T[k] = Σ_i Bᵀ[k, i] · row i from column 16h + 2s; tile tx of the half reads its taps
-                        // j = 2s, 2s + 1 as the even and odd columns
-                        for shift in 0..<((a + 1) / 2) {
-                            t.update(repeating: Row(), count: a)
-                            for e in bt {
-                                t[e.row] = t[e.row].addingProduct(Self.loadRow(rows + e.column * R + 16 * h + 2 * shift), Row(repeating: e.value))
-                            }
-                            for k in 0..<a {
-                                taps[k * a + 2 * shift] = t[k].evenHalf
-                                if 2 * shift + 1 < a { taps[k * a + 2 * shift + 1] = t[k].oddHalf }
-                            }
-                        }
-                        // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](2tx + j)
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for i in 0..<a {
+                    let y = 2 * ty - g.pad + i, row = rows + i * R + g.pad
+                    if y >= 0 && y < g.inputHeight { row.update(from: image + y * W, count: W) }
+                    else { row.update(repeating: 0, count: W) }
+                }
+                for h in 0..<halves {
+                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i from column 16h + 2s; tile tx of the half reads its taps
+                    // j = 2s, 2s + 1 as the even and odd columns
+                    for shift in 0..<((a + 1) / 2) {
+                        let from = rows + 16 * h + 2 * shift
+                        K.inputMap(from, R, columns, 16)
+                        K.inputMap(from + L, R, columns + L, 16)
                         for k in 0..<a {
-                            out.update(repeating: Vector(), count: a)
-                            for e in bt { out[e.row] = out[e.row].addingProduct(taps[k * a + e.column], Vector(repeating: e.value)) }
-                            for b in 0..<a { Self.store(out[b], v + (k * a + b) * rowStride + first + Self.lanes * h) }
+                            let t = Self.loadRow(columns + 16 * k)
+                            Self.store(t.evenHalf, taps + (k * a + 2 * shift) * L)
+                            if 2 * shift + 1 < a { Self.store(t.oddHalf, taps + (k * a + 2 * shift + 1) * L) }
                         }
+                    }
+                    // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](2tx + j)
+                    for k in 0..<a {
+                        K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first + L * h, rowStride)
                     }
                 }
             }
-        }
-        }
         }
     }
 
@@ -191,136 +274,136 @@ struct WinogradTiles {
     /// cropped to the output plane (images `imageStride` apart).
     func transformOutput(_ yHat: UnsafePointer<Float>, rowStride: Int, images: Range<Int>, bias: Float, relu: Bool,
                          into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        let g = geometry, outW = g.outputWidth, a = alpha
-        let b = Row(repeating: bias), floor = Row(repeating: relu ? 0 : -.infinity)
-        let staging = scratch
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile + 2) { rowRegisters in
-        let z = rowRegisters.baseAddress!, out = z + a
-        at.entries.withUnsafeBufferPointer { at in
-            for n in images {
-                let image = plane + n * imageStride
-                for ty in 0..<tilesHigh {
-                    let first = firstTile(image: n, row: ty, of: images)
-                    for h in 0..<halves {
-                        for k in 0..<a {
-                            // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
-                            var even = Vector(), odd = Vector()
-                            for e in at {
-                                let y = Self.load(yHat + (k * a + e.column) * rowStride + first + Self.lanes * h)
-                                if e.row == 0 { even = even.addingProduct(y, Vector(repeating: e.value)) }
-                                else { odd = odd.addingProduct(y, Vector(repeating: e.value)) }
-                            }
-                            z[k].evenHalf = even; z[k].oddHalf = odd
-                        }
-                        // along y: out[i] = bias + Σ_k Aᵀ[i, k] · Z[k]
-                        out[0] = b; out[1] = b
-                        for e in at { out[e.row] = out[e.row].addingProduct(z[e.column], Row(repeating: e.value)) }
-                        let x0 = 16 * h, width = min(16, outW - x0)
-                        for i in 0..<min(2, g.outputHeight - 2 * ty) {
-                            Self.storeRow(out[i].replacing(with: floor, where: out[i] .< floor), staging)
-                            let dst = image + (2 * ty + i) * outW + x0
-                            for x in 0..<width { dst[x] = staging[x] }
-                        }
+        if alpha == 4 {
+            transformOutput(WinogradF2x3.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
+                            into: plane, imageStride: imageStride, scratch: scratch)
+        } else {
+            transformOutput(WinogradF2x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
+                            into: plane, imageStride: imageStride, scratch: scratch)
+        }
+    }
+    @inline(__always)
+    private func transformOutput<K: WinogradAxis>(_: K.Type, _ yHat: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
+                                                  bias: Float, relu: Bool, into plane: UnsafeMutablePointer<Float>,
+                                                  imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, a = K.alpha, L = Self.lanes
+        let z = scratch, pair = z + 16 * a, out = pair + 2 * L     // z: (α, 16) columns, pair: (2, 8), out: (2, 16)
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for h in 0..<halves {
+                    for k in 0..<a {
+                        // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx), j = 0, 1 the even and odd columns
+                        K.outputMap(yHat + k * a * rowStride + first + L * h, rowStride, pair, L)
+                        var row = Row()
+                        row.evenHalf = Self.load(pair); row.oddHalf = Self.load(pair + L)
+                        Self.storeRow(row, z + 16 * k)
+                    }
+                    // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
+                    K.outputMap(z, 16, out, 16)
+                    K.outputMap(z + L, 16, out + L, 16)
+                    let x0 = 16 * h, width = min(16, outW - x0)
+                    for i in 0..<min(2, g.outputHeight - 2 * ty) {
+                        let src = out + 16 * i, dst = image + (2 * ty + i) * outW + x0
+                        if relu { for x in 0..<width { dst[x] = max(src[x] + bias, 0) } }
+                        else { for x in 0..<width { dst[x] = src[x] + bias } }
                     }
                 }
             }
-        }
         }
     }
 
     /// dŶ (α², ·, ld) at `rowStride` per ξ = A dy Aᵀ of every tile's 2 × 2 output gradients (zero where cropped).
     func transformOutputGradient(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
                                  into dyHat: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = alpha
-        let rows = scratch
+        if alpha == 4 {
+            transformOutputGradient(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: dyHat,
+                                    rowStride: rowStride, scratch: scratch)
+        } else {
+            transformOutputGradient(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
+                                    rowStride: rowStride, scratch: scratch)
+        }
+    }
+    @inline(__always)
+    private func transformOutputGradient<K: WinogradAxis>(_: K.Type, _ plane: UnsafePointer<Float>, imageStride: Int,
+                                                          images: Range<Int>, into dyHat: UnsafeMutablePointer<Float>,
+                                                          rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let rows = scratch, columns = rows + 2 * R, phases = columns + 16 * a   // columns: (α, 16), phases: (2, 8)
         rows.update(repeating: 0, count: 2 * R)      // the columns past the output stay zero
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile + 2) { vectorRegisters in
-        let t = rowRegisters.baseAddress!, phases = vectorRegisters.baseAddress!, out = phases + 2
-        at.entries.withUnsafeBufferPointer { at in
-            for n in images {
-                let image = plane + n * imageStride
-                for ty in 0..<tilesHigh {
-                    let first = firstTile(image: n, row: ty, of: images)
-                    for i in 0..<2 {
-                        let y = 2 * ty + i, row = rows + i * R
-                        if y < g.outputHeight { let src = image + y * outW; for x in 0..<outW { row[x] = src[x] } }
-                        else { for x in 0..<outW { row[x] = 0 } }
-                    }
-                    for h in 0..<halves {
-                        // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ), columns 16h …
-                        t.update(repeating: Row(), count: a)
-                        for e in at {
-                            t[e.column] = t[e.column].addingProduct(Self.loadRow(rows + e.row * R + 16 * h), Row(repeating: e.value))
-                        }
-                        for k in 0..<a {
-                            // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
-                            phases[0] = t[k].evenHalf; phases[1] = t[k].oddHalf
-                            out.update(repeating: Vector(), count: a)
-                            for e in at { out[e.column] = out[e.column].addingProduct(phases[e.row], Vector(repeating: e.value)) }
-                            for bIndex in 0..<a { Self.store(out[bIndex], dyHat + (k * a + bIndex) * rowStride + first + Self.lanes * h) }
-                        }
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for i in 0..<2 {
+                    let y = 2 * ty + i, row = rows + i * R
+                    if y < g.outputHeight { row.update(from: image + y * outW, count: outW) }
+                    else { row.update(repeating: 0, count: outW) }
+                }
+                for h in 0..<halves {
+                    // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ), columns 16h …
+                    K.outputAdjoint(rows + 16 * h, R, columns, 16)
+                    K.outputAdjoint(rows + 16 * h + L, R, columns + L, 16)
+                    for k in 0..<a {
+                        // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
+                        let t = Self.loadRow(columns + 16 * k)
+                        Self.store(t.evenHalf, phases); Self.store(t.oddHalf, phases + L)
+                        K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first + L * h, rowStride)
                     }
                 }
             }
-        }
-        }
         }
     }
 
     /// Adds B dV Bᵀ of every tile to the input gradient plane (images `imageStride` apart), skipping the padding.
     func addInputGradient(_ dv: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
                           into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = alpha
-        let z = scratch, out = scratch + a * R
+        if alpha == 4 {
+            addInputGradient(WinogradF2x3.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
+                             scratch: scratch)
+        } else {
+            addInputGradient(WinogradF2x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
+                             scratch: scratch)
+        }
+    }
+    @inline(__always)
+    private func addInputGradient<K: WinogradAxis>(_: K.Type, _ dv: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
+                                                   into plane: UnsafeMutablePointer<Float>, imageStride: Int,
+                                                   scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let z = scratch, out = z + a * R, taps = out + a * R    // z, out: (α, R); taps: (α, 8)
         let unused = unusedColumns
-        withUnsafeTemporaryAllocation(of: Row.self, capacity: Self.maximumTile) { rowRegisters in
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: Self.maximumTile) { vectorRegisters in
-        let column = rowRegisters.baseAddress!, taps = vectorRegisters.baseAddress!
-        bt.entries.withUnsafeBufferPointer { bt in
-            for n in images {
-                let image = plane + n * imageStride
-                for ty in 0..<tilesHigh {
-                    let first = firstTile(image: n, row: ty, of: images)
-                    z.update(repeating: 0, count: a * R)
-                    for k in 0..<a {
-                        for h in 0..<halves {
-                            // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) sums the tiles'
-                            // G[j]: taps 2s, 2s + 1 at columns 16h + 2s + (even, odd), the tiles overlapping
-                            taps.update(repeating: Vector(), count: a)
-                            for e in bt {
-                                taps[e.column] = taps[e.column].addingProduct(
-                                    Self.load(dv + (k * a + e.row) * rowStride + first + Self.lanes * h), Vector(repeating: e.value))
-                            }
-                            for shift in 0..<((a + 1) / 2) {
-                                var pair = Row()
-                                pair.evenHalf = taps[2 * shift]
-                                if 2 * shift + 1 < a { pair.oddHalf = taps[2 * shift + 1] }
-                                // lanes past the row's tiles hold another row's values
-                                pair = pair.replacing(with: 0, where: unused[h])
-                                let p = z + k * R + 16 * h + 2 * shift
-                                Self.storeRow(Self.loadRow(p) + pair, p)
-                            }
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                z.update(repeating: 0, count: a * R)
+                for k in 0..<a {
+                    for h in 0..<halves {
+                        // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) sums the tiles'
+                        // G[j]: taps 2s, 2s + 1 at columns 16h + 2s + (even, odd), the tiles overlapping
+                        K.inputAdjoint(dv + k * a * rowStride + first + L * h, rowStride, taps, L)
+                        for shift in 0..<((a + 1) / 2) {
+                            var pair = Row()
+                            pair.evenHalf = Self.load(taps + 2 * shift * L)
+                            if 2 * shift + 1 < a { pair.oddHalf = Self.load(taps + (2 * shift + 1) * L) }
+                            // lanes past the row's tiles hold another row's values
+                            pair = pair.replacing(with: 0, where: unused[h])
+                            let p = z + k * R + 16 * h + 2 * shift
+                            Self.storeRow(Self.loadRow(p) + pair, p)
                         }
-                    }
-                    // along y: out[i] = Σ_k B[i, k] · Z[k], over the 48 columns
-                    for block in stride(from: 0, to: R, by: 16) {
-                        column.update(repeating: Row(), count: a)
-                        for e in bt {
-                            column[e.column] = column[e.column].addingProduct(Self.loadRow(z + e.row * R + block), Row(repeating: e.value))
-                        }
-                        for i in 0..<a { Self.storeRow(column[i], out + i * R + block) }
-                    }
-                    for i in 0..<a {
-                        let y = 2 * ty - g.pad + i
-                        guard y >= 0 && y < g.inputHeight else { continue }
-                        let src = out + i * R + g.pad, dst = image + y * W
-                        for x in 0..<W { dst[x] += src[x] }
                     }
                 }
+                // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
+                for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
+                for i in 0..<a {
+                    let y = 2 * ty - g.pad + i
+                    guard y >= 0 && y < g.inputHeight else { continue }
+                    let src = out + i * R + g.pad, dst = image + y * W
+                    for x in 0..<W { dst[x] += src[x] }
+                }
             }
-        }
-        }
         }
     }
 
