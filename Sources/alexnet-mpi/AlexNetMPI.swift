@@ -253,7 +253,7 @@ struct Bench: ParsableCommand {
     var steps: Int = 3
     @Option(name: .customLong("im2col-budget"), help: "Floats an im2col chunk may hold (tuning).")
     var im2colBudget: Int = Convolution.defaultColumnBudget
-    @Option(help: "Where the stride-1 convolutions run as Winograd instead of im2col + sgemm: where-it-pays (48 or more input channels a tower), always, never (tuning; bench-convolutions compares them layer by layer).")
+    @Option(help: "Where the stride-1 convolutions run as Winograd instead of im2col + sgemm: where-it-pays (every stride-1 layer: conv2–conv5), never (comparisons; bench-convolutions compares them layer by layer).")
     var winograd: WinogradUse = .whereItPays
     @OptionGroup var threadOptions: ThreadOptions
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600

@@ -19,7 +19,7 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
-    static func make(sharedInput: Bool, kernel: Int, stride: Int, pad: Int, size: Int = 9, winograd: WinogradUse = .always) -> Case {
+    static func make(sharedInput: Bool, kernel: Int, stride: Int, pad: Int, size: Int = 9, winograd: WinogradUse = .whereItPays) -> Case {
         let g = ConvGeometry(inputHeight: size, inputWidth: size, kernel: kernel, stride: stride, pad: pad)
         return Case(conv: Convolution(geometry: g, inputChannelsPerPart: sharedInput ? 4 : 2, outputChannelsPerPart: 3,
                                       parts: 2, sharedInput: sharedInput, winograd: winograd), batch: 3)

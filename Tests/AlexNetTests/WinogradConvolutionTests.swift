@@ -96,25 +96,27 @@ final class WinogradConvolutionTests: XCTestCase {
         let g = ConvGeometry(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2)
         for (budget, threads) in [(2048, 2), (Convolution.defaultColumnBudget, 1)] {
             compare(Convolution(geometry: g, inputChannelsPerPart: 6, outputChannelsPerPart: 5, parts: 2, sharedInput: false,
-                                threads: threads, columnBudget: budget, winograd: .always), batch: 3, "conv2-like, budget \(budget), \(threads) threads")
+                                threads: threads, columnBudget: budget, winograd: .whereItPays), batch: 3, "conv2-like, budget \(budget), \(threads) threads")
         }
         // Rows of 9 tiles (one full vector and one lane of the next), and a layer too wide for two vectors (im2col).
         let nine = ConvGeometry(inputHeight: 17, inputWidth: 17, kernel: 5, stride: 1, pad: 2)
         compare(Convolution(geometry: nine, inputChannelsPerPart: 4, outputChannelsPerPart: 3, parts: 2, sharedInput: true,
-                            threads: 2, winograd: .always), batch: 2, "17 × 17, shared input")
+                            threads: 2, winograd: .whereItPays), batch: 2, "17 × 17, shared input")
         let wide = ConvGeometry(inputHeight: 40, inputWidth: 40, kernel: 5, stride: 1, pad: 2)
         XCTAssertNil(Convolution(geometry: wide, inputChannelsPerPart: 2, outputChannelsPerPart: 2, parts: 1, sharedInput: false,
-                                 winograd: .always).winograd)
+                                 winograd: .whereItPays).winograd)
     }
 
     func testTrainingUsesWinogradWhereItPays() {
-        // The paper's widths: conv2–conv5 as Winograd at W = 1 (48 or more input channels a tower), none at W = 1/8.
+        // conv2–conv5 as Winograd at every width (conv1's stride is 4).
         func layers(_ width: Double) -> [Bool] {
             let model = TwoTowerAlexNet(config: ModelConfig(width: width, classes: 10), maxBatch: 1, exchange: LocalTowerExchange())
             return [model.conv1, model.conv2, model.conv3, model.conv4, model.conv5].map { $0.winograd != nil }
         }
         XCTAssertEqual(layers(1), [false, true, true, true, true])
-        XCTAssertEqual(layers(0.125), [false, false, false, false, false])
+        XCTAssertEqual(layers(0.125), [false, true, true, true, true])
+        let plain = TwoTowerAlexNet(config: ModelConfig(width: 1, classes: 10), maxBatch: 1, exchange: LocalTowerExchange(), winograd: .never)
+        XCTAssertEqual([plain.conv1, plain.conv2, plain.conv3, plain.conv4, plain.conv5].map { $0.winograd != nil }, [false, false, false, false, false])
     }
 
     func testMatchesIm2colAtTheSizesOfConv3ToConv5() {
@@ -122,11 +124,11 @@ final class WinogradConvolutionTests: XCTestCase {
         // One image a chunk (budget 2048); the default chunk holds the whole batch.
         for (budget, threads) in [(2048, 1), (2048, 2), (Convolution.defaultColumnBudget, 2)] {
             compare(Convolution(geometry: g, inputChannelsPerPart: 12, outputChannelsPerPart: 10, parts: 2, sharedInput: true,
-                                threads: threads, columnBudget: budget, winograd: .always), batch: 3, "shared input, budget \(budget), \(threads) threads")
+                                threads: threads, columnBudget: budget, winograd: .whereItPays), batch: 3, "shared input, budget \(budget), \(threads) threads")
             compare(Convolution(geometry: g, inputChannelsPerPart: 6, outputChannelsPerPart: 5, parts: 2, sharedInput: false,
-                                threads: threads, columnBudget: budget, winograd: .always), batch: 3, "tower-local, budget \(budget), \(threads) threads")
+                                threads: threads, columnBudget: budget, winograd: .whereItPays), batch: 3, "tower-local, budget \(budget), \(threads) threads")
             compare(Convolution(geometry: g, inputChannelsPerPart: 7, outputChannelsPerPart: 9, parts: 1, sharedInput: false,
-                                threads: threads, columnBudget: budget, winograd: .always), batch: 2, "one part, budget \(budget), \(threads) threads")
+                                threads: threads, columnBudget: budget, winograd: .whereItPays), batch: 2, "one part, budget \(budget), \(threads) threads")
         }
     }
 }

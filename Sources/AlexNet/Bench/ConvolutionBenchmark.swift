@@ -27,7 +27,7 @@ public enum ConvolutionBenchmark {
         Blas.setThreads(threads)
         var rows: [Row] = []
         let plain = layers(config, threads: threads, columnBudget: columnBudget, winograd: .never)
-        let fast = layers(config, threads: threads, columnBudget: columnBudget, winograd: .always)
+        let fast = layers(config, threads: threads, columnBudget: columnBudget, winograd: .whereItPays)
         let model = layers(config, threads: threads, columnBudget: columnBudget, winograd: .whereItPays)
         for (index, (name, layer)) in plain.enumerated() {
             let candidates = [(layer.runsDirect ? "direct" : "im2col", layer)] + (fast[index].1.winograd.map { w in

@@ -68,10 +68,10 @@ public struct WinogradTransform: Sendable, Equatable {
     }
 }
 
-/// Where a convolution runs as Winograd: where it pays (stride 1, a known tile, enough input channels: the default),
-/// wherever it can (tests and benchmarks at small widths), or nowhere.
+/// Where a convolution runs as Winograd: where it pays (stride 1 and a known tile: the default), or nowhere (im2col +
+/// sgemm for every layer; tests and comparisons).
 public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
-    case whereItPays = "where-it-pays", always, never
+    case whereItPays = "where-it-pays", never
 }
 
 /// The 1-D maps of F(2, r) along one axis, on eight lanes at a time (a lane a tile or a column), written out term by
@@ -416,20 +416,15 @@ struct WinogradTiles {
 }
 
 extension Convolution {
-    /// The Winograd transform this layer runs with (stride 1, a kernel `WinogradTransform.forKernel` knows, and enough
-    /// input channels unless told `.always`), or nil.
+    /// The Winograd transform this layer runs with (stride 1 and a kernel `WinogradTransform.forKernel` knows), or nil.
+    /// It pays at every width: with the written-out transforms, `bench-convolutions` (one thread, batch 64 or 128, the
+    /// Emerald Rapids VM) gave conv2 forward + backward in 0.62–0.81× im2col's time and conv3–conv5 in 0.49–0.76×, from
+    /// W = 1/16 (3 input channels to conv2) to W = 1. With the loops over the matrices' entries it took 48 input channels.
     public var winograd: WinogradTransform? {
         guard winogradUse != .never, geometry.stride == 1,
-              winogradUse == .always || inputChannelsPerPart >= Self.winogradMinimumInputChannels,
               let w = WinogradTransform.forKernel(geometry.kernel), WinogradTiles.supports(geometry, w) else { return nil }
         return w
     }
-
-    /// Input channels (the depth of Winograd's α² sgemms) below which im2col's one deeper sgemm is as fast or faster:
-    /// `bench-convolutions` on the Emerald Rapids VM, one thread, interleaved: conv2 (5 × 5) took 1.3×, 1.25×, 1.08×
-    /// im2col's time with 6, 12, 24 input channels and 0.81–0.94× with 48; conv3–conv5 (3 × 3) were within ±8% of it
-    /// from 24 to 64 channels, 0.92–0.95× at 96–128 and 0.65–0.87× at 192–256.
-    public static let winogradMinimumInputChannels = 48
 
     /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
     /// columns for an efficient sgemm, few enough for the transformed chunk to stay near the caches.
