@@ -2,7 +2,9 @@
 // gradient against a plain-loop sum and central differences, with and without padding, shared and tower-local
 // input, channel counts that leave a remainder after the kernel's blocks of six, a plane whose odd number of vectors a
 // row makes the forward's pairs span rows and whose rows span two weight-gradient bands, stride 4 (whose split deals
-// 32 columns at a time) with and without padding, and the same numbers on any thread count.
+// 32 columns at a time) with and without padding, and the same numbers on any thread count; each with the eight-lane
+// (AVX2) kernel and, where the CPU has AVX-512, the sixteen-lane one (AlexNetKernelsWide) on every case at least 16
+// outputs wide, among them rows of three 16-lane vectors.
 import AlexNet
 import XCTest
 
@@ -29,7 +31,21 @@ final class StridedConvolutionTests: XCTestCase {
         make("11/4/0 to 17 × 17, 7 channels a tower", size: 75, kernel: 11, stride: 4, pad: 0, inputs: 3, outputs: 7, sharedInput: true),
         make("7/4/3 padded, tower-local (stride 4's vector split starts at column 1)", size: 40, kernel: 7, stride: 4, pad: 3,
              inputs: 2, outputs: 3, sharedInput: false),
+        Case(name: "11/4/0 to 4 × 35 (three 16-lane vectors a row), 7 channels a tower",
+             conv: Convolution(geometry: ConvGeometry(inputHeight: 23, inputWidth: 147, kernel: 11, stride: 4, pad: 0),
+                               inputChannelsPerPart: 3, outputChannelsPerPart: 7, parts: 2, sharedInput: true), batch: 1),
     ]
+
+    /// Each case with the eight-lane kernel, and with the sixteen-lane one where the CPU and the case's width allow it.
+    var variants: [Case] {
+        cases.flatMap { c -> [Case] in
+            var narrow = c.conv, wide = c.conv
+            narrow.directKernelLanes = Convolution.narrowDirectLanes
+            wide.directKernelLanes = 16
+            return [Case(name: c.name + " (8 lanes)", conv: narrow, batch: c.batch)]
+                + (wide.directLanesUsed == 16 ? [Case(name: c.name + " (16 lanes)", conv: wide, batch: c.batch)] : [])
+        }
+    }
 
     func forward(_ c: Case, _ x: [Float], _ w: [Float], _ b: [Float], relu: Bool = false) -> [Float] {
         var y = [Float](repeating: .nan, count: c.outputCount)
@@ -75,8 +91,17 @@ final class StridedConvolutionTests: XCTestCase {
         return dw
     }
 
-    func testTheCasesRunDirect() {
-        for c in cases { XCTAssertTrue(c.conv.runsDirect, c.name) }
+    func testTheCasesRunDirect() throws {
+        for c in variants { XCTAssertTrue(c.conv.runsDirect, c.name) }
+        XCTAssertEqual(variants.filter { $0.conv.directLanesUsed == 16 }.count, CPUFeatures.hasAVX512 ? 2 : 0)
+        // More than 24 channels a part: direct only with sixteen lanes (up to 48), else im2col + sgemm.
+        let g = ConvGeometry(inputHeight: 43, inputWidth: 75, kernel: 11, stride: 4, pad: 0)
+        for (channels, lanes, direct) in [(30, 16, CPUFeatures.hasAVX512), (30, 8, false), (48, 16, CPUFeatures.hasAVX512), (49, 16, false),
+                                          (24, 8, true), (8, 0, false)] {
+            var conv = Convolution(geometry: g, inputChannelsPerPart: 3, outputChannelsPerPart: channels, parts: 1, sharedInput: true)
+            conv.directKernelLanes = lanes
+            XCTAssertEqual(conv.runsDirect, direct, "\(channels) channels, \(lanes) lanes")
+        }
         // The last case: 3 vectors a row (odd), 17 rows (more than one band of 16).
         XCTAssertEqual([cases[3].conv.geometry.outputHeight, cases[3].conv.geometry.outputWidth], [17, 17])
         // Layers with stride 1, or too narrow for a vector, keep im2col.
@@ -87,7 +112,7 @@ final class StridedConvolutionTests: XCTestCase {
     }
 
     func testForwardMatchesPlainLoops() {
-        for c in cases {
+        for c in variants {
             let x = randomFloats(c.inputCount, seed: 11), w = randomFloats(c.conv.weightCount, seed: 12)
             let b = randomFloats(c.conv.outputChannels, seed: 13)
             let g = c.conv.geometry
@@ -100,7 +125,7 @@ final class StridedConvolutionTests: XCTestCase {
     }
 
     func testWeightGradientMatchesPlainLoopsAndCentralDifferences() {
-        for c in cases {
+        for c in variants {
             let x = randomFloats(c.inputCount, seed: 21), w = randomFloats(c.conv.weightCount, seed: 22, scale: 0.5)
             let b = randomFloats(c.conv.outputChannels, seed: 23), dy = randomFloats(c.outputCount, seed: 24)
             let (dw, db) = weightGradient(c, x, w, dy)
@@ -108,6 +133,8 @@ final class StridedConvolutionTests: XCTestCase {
             let rowLength = c.batch * c.conv.geometry.outputPlane
             let expectedBias = (0..<c.conv.outputChannels).map { o in (0..<rowLength).reduce(Float(0)) { $0 + dy[o * rowLength + $1] } }
             XCTAssertLessThan(relativeError(db, expectedBias), 1e-5, c.name + " bias")
+            // Central differences once a case (the eight-lane kernel): the plain-loop sum above checks every variant.
+            guard c.conv.directLanesUsed == Convolution.narrowDirectLanes else { continue }
             GradientCheck(step: 1e-2, threshold: 2e-2, maxChecked: 150).check(c.name + " weight", input: w, outputCount: c.outputCount,
                                                                              forward: { self.forward(c, x, $0, b) }) {
                 self.weightGradient(c, x, $0, $1).0
@@ -116,10 +143,12 @@ final class StridedConvolutionTests: XCTestCase {
     }
 
     func testTheSameNumbersOnAnyThreadCount() {
-        for c in cases {
-            let two = Case(name: c.name, conv: Convolution(geometry: c.conv.geometry, inputChannelsPerPart: c.conv.inputChannelsPerPart,
-                                                           outputChannelsPerPart: c.conv.outputChannelsPerPart, parts: c.conv.parts,
-                                                           sharedInput: c.conv.sharedInput, threads: 3), batch: c.batch)
+        for c in variants {
+            var threaded = Convolution(geometry: c.conv.geometry, inputChannelsPerPart: c.conv.inputChannelsPerPart,
+                                       outputChannelsPerPart: c.conv.outputChannelsPerPart, parts: c.conv.parts,
+                                       sharedInput: c.conv.sharedInput, threads: 3)
+            threaded.directKernelLanes = c.conv.directKernelLanes
+            let two = Case(name: c.name, conv: threaded, batch: c.batch)
             let x = randomFloats(c.inputCount, seed: 31), w = randomFloats(c.conv.weightCount, seed: 32)
             let b = randomFloats(c.conv.outputChannels, seed: 33), dy = randomFloats(c.outputCount, seed: 34)
             XCTAssertEqual(forward(c, x, w, b), forward(two, x, w, b), c.name)

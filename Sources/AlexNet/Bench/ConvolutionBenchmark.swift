@@ -27,11 +27,24 @@ public enum ConvolutionBenchmark {
         Blas.setThreads(threads)
         var rows: [Row] = []
         let plain = layers(config, threads: threads, columnBudget: columnBudget, winograd: .never)
-        let fast = layers(config, threads: threads, columnBudget: columnBudget, winograd: .whereItPays)
         let model = layers(config, threads: threads, columnBudget: columnBudget, winograd: .whereItPays)
         for (index, (name, layer)) in plain.enumerated() {
-            let candidates = [(layer.runsDirect ? "direct" : "im2col", layer)] + (fast[index].1.winograd.map { w in
-                [("Winograd F(\(w.outputTile)×\(w.outputTile), \(w.kernel)×\(w.kernel))", fast[index].1)] } ?? [])
+            // A strided layer: the direct kernel at the lanes this CPU gives it, the eight-lane (AVX2) one if that
+            // differs, and im2col + sgemm; a stride-1 layer: im2col + sgemm and Winograd.
+            var im2col = layer
+            im2col.directKernelLanes = 0
+            var narrow = layer
+            narrow.directKernelLanes = Convolution.narrowDirectLanes
+            var candidates: [(String, Convolution)] = []
+            if layer.geometry.stride > 1 {
+                for c in [layer, narrow] where c.runsDirect && !candidates.contains(where: { $0.1.directLanesUsed == c.directLanesUsed }) {
+                    candidates.append(("direct, \(c.directLanesUsed) lanes", c))
+                }
+            }
+            candidates.append(("im2col", im2col))
+            if let w = model[index].1.winograd {
+                candidates.append(("Winograd F(\(w.outputTile)×\(w.outputTile), \(w.kernel)×\(w.kernel))", model[index].1))
+            }
             let g = layer.geometry
             let inputCount = layer.inputChannels * batch * g.inputPlane, outputCount = layer.outputChannels * batch * g.outputPlane
             let scratch = candidates.map { $0.1.columnBufferSize(batch: batch) }.max()!
@@ -57,8 +70,9 @@ public enum ConvolutionBenchmark {
                 }
             }
             let gflop = (name == "conv1" ? 2 : 3) * 2 * Double(layer.outputChannels * layer.patchSize) * Double(batch * g.outputPlane) * 1e-9
+            func choice(_ c: Convolution) -> [Int] { [c.runsDirect ? c.directLanesUsed : 0, c.winograd == nil ? 0 : 1] }
             for (k, (algorithm, _)) in candidates.enumerated() {
-                let chosen = (k == 1) == (model[index].1.winograd != nil)
+                let chosen = choice(candidates[k].1) == choice(model[index].1)
                 rows.append(Row(layer: name, algorithm: algorithm, forwardMs: best[k].0, backwardMs: best[k].1, chosen: chosen,
                                 directGflop: gflop))
             }

@@ -26,7 +26,7 @@ public enum BlasKernels {
 
     /// The best OpenBLAS 0.3.21 core for a CPU with these /proc/cpuinfo flags, and its level.
     public static func bestCore(flags: Set<String>) -> (core: String, level: Level) {
-        let avx512 = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
+        let avx512 = CPUFeatures.avx512Subsets.allSatisfy(flags.contains)
         if avx512 { return (flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX", .avx512) }
         if flags.contains("avx2") && flags.contains("fma") { return ("Haswell", .avx2) }
         if flags.contains("avx") { return ("Sandybridge", .avx) }
@@ -34,12 +34,7 @@ public enum BlasKernels {
     }
 
     /// This CPU's flags (x86 Linux); empty elsewhere.
-    public static var cpuFlags: Set<String> {
-        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return [] }
-        return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
-    }
+    public static var cpuFlags: Set<String> { CPUFeatures.flags }
 
     /// The core OpenBLAS runs on (e.g. "SkylakeX").
     public static var currentCore: String { Blas.coreName }

@@ -14,6 +14,9 @@ public struct Convolution: Sendable {
     public let threads: Int                   // threads the loops may use (the caller's share of the cores)
     public let columnBudget: Int              // floats an im2col chunk may hold
     public let winogradUse: WinogradUse       // stride-1 layers with a known tile may run as Winograd (WinogradConvolution.swift)
+    /// Lanes the direct strided kernel may use (StridedConvolution.swift): the best this CPU runs; 8 (AVX2) or 0
+    /// (im2col + sgemm only) for comparisons.
+    public var directKernelLanes = Convolution.bestDirectLanes
 
     /// Floats an im2col chunk may hold by default: small enough to stay in a core's L2 cache while sgemm reads it.
     public static let defaultColumnBudget = 1 << 17

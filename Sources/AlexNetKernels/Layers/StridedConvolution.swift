@@ -5,6 +5,8 @@
 //
 // Phase planes: padded input row y = s·r + a and column x = s·q + b go to plane (c, a, b) at (r, q), so the tap
 // (i, j) = (s·dy + a, s·dx + b) of output (oh, ow) reads plane (c, a, b) at (oh + dy, ow + dx): a contiguous run in ow.
+// The vector loops are in DirectKernel.swift (eight lanes) and AlexNetKernelsWide (sixteen, AVX-512).
+import AlexNetKernelsWide
 
 struct PhasePlanes {
     let geometry: ConvGeometry
@@ -19,6 +21,19 @@ struct PhasePlanes {
         let taps = (g.kernel + g.stride - 1) / g.stride
         rows = max((g.inputHeight + 2 * g.pad + g.stride - 1) / g.stride, g.outputHeight + taps - 1)
         columns = max((g.inputWidth + 2 * g.pad + g.stride - 1) / g.stride, g.outputWidth + taps - 1)
+    }
+
+    /// Offset of every tap (c, i, j) in the phase planes, in weight order.
+    var tapOffsets: [Int] {
+        let k = geometry.kernel
+        var out: [Int] = []
+        for c in 0..<channels { for i in 0..<k { for j in 0..<k { out.append(tap(c, i, j)) } } }
+        return out
+    }
+
+    /// What the kernel loops need of the layer.
+    var shape: DirectShape {
+        DirectShape(outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth, planeColumns: columns)
     }
 
     /// Plane (c, a, b) of the tap (c, i, j), and the offset of its (dy, dx) shift inside the plane.
@@ -73,12 +88,28 @@ struct PhasePlanes {
 }
 
 extension Convolution {
-    /// Whether this layer runs as a direct convolution: strided, outputs at least one vector wide, and few output
-    /// channels a part (with many, sgemm's wider kernels win over the im2col they need: conv1 at W = 1 has 48).
+    /// Whether this layer runs as a direct convolution: strided, outputs at least one vector wide, and few enough
+    /// output channels a part for the kernel it gets (with many, sgemm's wider kernels win over the im2col they need).
     public var runsDirect: Bool {
-        geometry.stride > 1 && geometry.outputWidth >= DirectKernel.lanes && outputChannelsPerPart <= Self.directChannelLimit
+        geometry.stride > 1 && directLanesUsed > 0 && outputChannelsPerPart <= Self.directChannelLimit(lanes: directLanesUsed)
     }
-    public static let directChannelLimit = 24
+
+    /// Output channels a part up to which the direct kernel beats im2col + sgemm (`bench-convolutions`, one thread, the
+    /// Emerald Rapids VM): with eight lanes 24 (at 48, conv1 at W = 1 took 1.05–1.15× im2col's time), with sixteen 48
+    /// (0.84×: forward 95–101 against 132–133 ms, backward 143–145 against 150–158 ms, batch 128).
+    public static func directChannelLimit(lanes: Int) -> Int { lanes >= WideDirectKernel.lanes ? 48 : 24 }
+
+    /// Lanes of the direct kernel this layer runs: sixteen (AVX-512, AlexNetKernelsWide) where `directKernelLanes`
+    /// allows them, the CPU has AVX-512 and the output is at least that wide; else eight (AVX2) where it allows them
+    /// and the output is that wide; else 0 (im2col + sgemm).
+    public var directLanesUsed: Int {
+        let wide = WideDirectKernel.lanes, narrow = DirectKernel.lanes
+        if directKernelLanes >= wide && CPUFeatures.hasAVX512 && geometry.outputWidth >= wide { return wide }
+        return directKernelLanes >= narrow && geometry.outputWidth >= narrow ? narrow : 0
+    }
+    /// The widest direct kernel this CPU runs, and the narrow (AVX2) one.
+    public static var bestDirectLanes: Int { CPUFeatures.hasAVX512 ? WideDirectKernel.lanes : DirectKernel.lanes }
+    public static var narrowDirectLanes: Int { DirectKernel.lanes }
 
     /// Channel groups that see the same input: all parts together when the input is shared (conv1: both towers'
     /// filters run over one split of each image), else one group a part. Returns (groups, output channels a group).
@@ -90,7 +121,7 @@ extension Convolution {
     func directForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                        output: UnsafeMutablePointer<Float>, relu: Bool) {
         let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
-        let taps = DirectKernel.taps(phases)
+        let taps = phases.tapOffsets, shape = phases.shape, wide = directLanesUsed == WideDirectKernel.lanes
         let (groups, M) = directGroups
         let K = patchSize, ldc = batch * geometry.outputPlane
         let inChannelStride = batch * geometry.inputPlane
@@ -116,9 +147,15 @@ extension Convolution {
                 for g in 0..<groups {
                     phases.split(input + g * inputChannelsPerPart * inChannelStride + n * geometry.inputPlane,
                                  channelStride: inChannelStride, into: planes, fresh: n == images.lowerBound && g == 0)
-                    DirectKernel.forward(planes: planes, phases: phases, taps: taps, weights: byTap + g * K * paddedM, channels: M,
-                                         bias: paddedBias + g * paddedM, output: output + g * M * ldc + n * geometry.outputPlane,
-                                         channelStride: ldc, relu: relu)
+                    let out = output + g * M * ldc + n * geometry.outputPlane
+                    if wide {
+                        WideDirectKernel.forward(planes: planes, outputHeight: shape.outputHeight, outputWidth: shape.outputWidth,
+                                                 planeColumns: shape.planeColumns, taps: taps, weights: byTap + g * K * paddedM,
+                                                 channels: M, bias: paddedBias + g * paddedM, output: out, channelStride: ldc, relu: relu)
+                    } else {
+                        DirectKernel.forward(planes: planes, shape: shape, taps: taps, weights: byTap + g * K * paddedM, channels: M,
+                                             bias: paddedBias + g * paddedM, output: out, channelStride: ldc, relu: relu)
+                    }
                 }
             }
         }
@@ -128,15 +165,17 @@ extension Convolution {
     func directWeightGradient(input: UnsafePointer<Float>, batch: Int, outputGradient: UnsafePointer<Float>,
                               weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>) {
         let phases = PhasePlanes(geometry: geometry, channels: inputChannelsPerPart)
-        let taps = DirectKernel.taps(phases)
+        let taps = phases.tapOffsets, shape = phases.shape, wide = directLanesUsed == WideDirectKernel.lanes
         let M = directGroups.channels, K = patchSize, ldc = batch * geometry.outputPlane
-        let inChannelStride = batch * geometry.inputPlane
-        weightGradient.update(repeating: 0, count: weightCount)
+        let inChannelStride = batch * geometry.inputPlane, lanes = directLanesUsed
         // Output channels split across threads (each thread sums its own rows over every image: the same order for
-        // any thread count); every thread splits the images it needs into its own phase planes.
+        // any thread count); every thread splits the images it needs into its own phase planes, and keeps a vector
+        // of sums a weight (laneSums (rows, K, lanes)) whose lanes it adds at the end.
         Parallel.forEachChunk(outputChannels, minimumPerThread: DirectKernel.channelBlock, threads: threads) { range in
             let planes = UnsafeMutablePointer<Float>.allocate(capacity: phases.count)
-            defer { planes.deallocate() }
+            let laneSums = UnsafeMutablePointer<Float>.allocate(capacity: range.count * K * lanes)
+            laneSums.initialize(repeating: 0, count: range.count * K * lanes)
+            defer { planes.deallocate(); laneSums.deallocate() }
             var splitFor = (image: -1, group: -1)
             for n in 0..<batch {
                 var row = range.lowerBound
@@ -148,160 +187,23 @@ extension Convolution {
                         splitFor = (n, g)
                     }
                     let end = min(range.upperBound, (g + 1) * M)
-                    DirectKernel.weightGradient(planes: planes, phases: phases, taps: taps,
-                                                outputGradient: outputGradient + row * ldc + n * geometry.outputPlane,
-                                                channelStride: ldc, channels: end - row, weightGradient: weightGradient + row * K)
+                    let dY = outputGradient + row * ldc + n * geometry.outputPlane
+                    let sums = laneSums + (row - range.lowerBound) * K * lanes
+                    if wide {
+                        WideDirectKernel.weightGradient(planes: planes, outputHeight: shape.outputHeight, outputWidth: shape.outputWidth,
+                                                        planeColumns: shape.planeColumns, taps: taps, outputGradient: dY,
+                                                        channelStride: ldc, channels: end - row, laneSums: sums)
+                    } else {
+                        DirectKernel.weightGradient(planes: planes, shape: shape, taps: taps, outputGradient: dY,
+                                                    channelStride: ldc, channels: end - row, laneSums: sums)
+                    }
                     row = end
                 }
             }
+            let out = weightGradient + range.lowerBound * K
+            if wide { WideDirectKernel.sumLanes(laneSums, count: range.count * K, into: out) }
+            else { DirectKernel.sumLanes(laneSums, count: range.count * K, into: out) }
         }
         sumRows(outputGradient, rows: outputChannels, rowLength: ldc, into: biasGradient, threads: threads)
-    }
-}
-
-/// The vector loops of the direct convolution: eight output columns a vector, six output channels at a time (a tower
-/// has 6, 12 or 24 conv1 channels at W = 1/8, 1/4, 1/2: whole blocks), twelve independent sums a pass.
-enum DirectKernel {
-    typealias Vector = SIMD8<Float>
-    static let lanes = 8
-    static let channelBlock = 6
-    /// Output rows of a weight-gradient band (six channels' dY rows of conv1: 21 KB, inside L1).
-    static let rowBand = 16
-
-    /// Offset of every tap (c, i, j) in the phase planes, in weight order.
-    static func taps(_ phases: PhasePlanes) -> [Int] {
-        let k = phases.geometry.kernel
-        var out: [Int] = []
-        for c in 0..<phases.channels { for i in 0..<k { for j in 0..<k { out.append(phases.tap(c, i, j)) } } }
-        return out
-    }
-
-    /// Column blocks of an output row: vectors at 0, 8, …, the last one moved back to end at outW (it overlaps).
-    @inline(__always)
-    static func blockStart(_ block: Int, width: Int) -> Int { min(block * lanes, width - lanes) }
-
-    @inline(__always)
-    static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
-    @inline(__always)
-    static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
-
-    /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
-    /// `weights` (taps, paddedM) and `bias` (paddedM) are padded to whole blocks of six channels. A pass computes six channels of
-    /// two output vectors: the vectors of a plane, numbered row by row, are taken two at a time (the pair may span two
-    /// rows), so an odd number of vectors a row wastes nothing but the plane's last. Each weight broadcast serves two
-    /// vectors, each input vector six channels.
-    static func forward(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int], weights: UnsafePointer<Float>,
-                        channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                        channelStride: Int, relu: Bool) {
-        let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
-        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
-        let paddedM = paddedChannels(M)
-        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
-        @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
-        taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                var vector = 0
-                while vector < vectors {
-                    let (ohA, blockA) = vector.quotientAndRemainder(dividingBy: blocks)
-                    let (ohB, blockB) = min(vector + 1, vectors - 1).quotientAndRemainder(dividingBy: blocks)
-                    let owA = blockStart(blockA, width: outW), owB = blockStart(blockB, width: outW)
-                    let a = planes + ohA * columns + owA, b = planes + ohB * columns + owB
-                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
-                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
-                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
-                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
-                    var w = weights + m0
-                    for t in taps {
-                        let x = load(a + t), y = load(b + t)
-                        let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1]), w2 = Vector(repeating: w[2])
-                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
-                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
-                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
-                        let w3 = Vector(repeating: w[3]), w4 = Vector(repeating: w[4]), w5 = Vector(repeating: w[5])
-                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
-                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
-                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
-                        w += paddedM
-                    }
-                    let outA = output + m0 * channelStride + ohA * outW + owA
-                    let outB = output + m0 * channelStride + ohB * outW + owB
-                    @inline(__always) func put(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
-                        if m < real { store(clamp(sumA), outA + m * channelStride); store(clamp(sumB), outB + m * channelStride) }
-                    }
-                    put(0, a0, b0); put(1, a1, b1); put(2, a2, b2); put(3, a3, b3); put(4, a4, b4); put(5, a5, b5)
-                    vector += 2
-                }
-            }
-        }
-    }
-
-    /// Channels rounded up to whole blocks: the rows of the padded weight and bias copies.
-    static func paddedChannels(_ channels: Int) -> Int { (channels + channelBlock - 1) / channelBlock * channelBlock }
-
-    /// weightGradient[m, tap] += Σ_(oh, ow) dY[m](oh, ow) · plane(tap)(oh, ow) for m < channels (rows of K taps).
-    /// Six channels × two taps a pass: twelve independent sums; each dY vector serves two taps, each input vector
-    /// six channels. A last block of fewer channels repeats its first channel in the missing places (never stored).
-    static func weightGradient(planes: UnsafePointer<Float>, phases: PhasePlanes, taps: [Int],
-                               outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
-                               weightGradient: UnsafeMutablePointer<Float>) {
-        let outH = phases.geometry.outputHeight, outW = phases.geometry.outputWidth, columns = phases.columns
-        let K = taps.count, whole = outW / lanes, rest = outW - whole * lanes
-        // A last, partial block is read as the full vector that ends at outW, with its already-counted lanes zeroed.
-        var restMask = Vector(repeating: 0)
-        for l in (lanes - rest)..<lanes { restMask[l] = 1 }
-        taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
-                let s1 = offset(1), s2 = offset(2), s3 = offset(3), s4 = offset(4), s5 = offset(5)
-                // Bands of output rows: a band's dY rows stay in L1 while every tap pair passes over them (a pass over
-                // the whole plane would stream all of dY from L2 once a tap pair).
-                for bandStart in stride(from: 0, to: outH, by: rowBand) {
-                    let bandEnd = min(outH, bandStart + rowBand)
-                    var index = 0
-                    while index < K {
-                        let tA = taps[index], tB = taps[min(index + 1, K - 1)]
-                        let d = dY + m0 * channelStride
-                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
-                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
-                        @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ row: UnsafePointer<Float>) {
-                            let d0 = load(row), d1 = load(row + s1), d2 = load(row + s2)
-                            a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
-                            a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
-                            a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
-                            let d3 = load(row + s3), d4 = load(row + s4), d5 = load(row + s5)
-                            a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
-                            a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4)
-                            a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5)
-                        }
-                        for oh in bandStart..<bandEnd {
-                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
-                            var ow = 0
-                            while ow + lanes <= outW {
-                                accumulate(load(xa + ow), load(xb + ow), row + ow)
-                                ow += lanes
-                            }
-                        }
-                        // The rows' last, partial vectors in a loop of their own (the mask then stays in a register).
-                        if rest > 0 {
-                            let ow = outW - lanes
-                            for oh in bandStart..<bandEnd {
-                                let xa = planes + tA + oh * columns + ow, xb = planes + tB + oh * columns + ow
-                                accumulate(load(xa) * restMask, load(xb) * restMask, d + oh * outW + ow)
-                            }
-                        }
-                        let g = weightGradient + m0 * K + index, second = index + 1 < K
-                        @inline(__always) func add(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
-                            guard m < real else { return }
-                            g[m * K] += sumA.sum()
-                            if second { g[m * K + 1] += sumB.sum() }
-                        }
-                        add(0, a0, b0); add(1, a1, b1); add(2, a2, b2); add(3, a3, b3); add(4, a4, b4); add(5, a5, b5)
-                        index += 2
-                    }
-                }
-            }
-        }
     }
 }

@@ -1,0 +1,159 @@
+// The vector loops of the direct strided convolution (StridedConvolution.swift), forward and weight gradient side by
+// side. This file is compiled twice: in AlexNetKernels with eight lanes a vector (AVX2), and in AlexNetKernelsWide (a
+// link to this file) with sixteen lanes and AVX-512 code, which the convolution runs where the CPU has AVX-512.
+
+/// What the loops need of the layer: the output plane and the length of a phase plane's rows.
+struct DirectShape {
+    let outputHeight: Int, outputWidth: Int, planeColumns: Int
+}
+
+/// The vector loops of the direct convolution: a vector of output columns, six output channels at a time (a tower
+/// has 6, 12 or 24 conv1 channels at W = 1/8, 1/4, 1/2: whole blocks), twelve independent sums a pass.
+enum DirectKernel {
+#if DIRECT_KERNEL_SIXTEEN_LANES
+    typealias Vector = SIMD16<Float>
+#else
+    typealias Vector = SIMD8<Float>
+#endif
+    static let lanes = Vector.scalarCount
+    static let channelBlock = 6
+    /// Output rows of a weight-gradient band (six channels' dY rows of conv1: 21 KB, inside L1).
+    static let rowBand = 16
+
+    /// Column blocks of an output row: vectors at 0, 8, …, the last one moved back to end at outW (it overlaps).
+    @inline(__always)
+    static func blockStart(_ block: Int, width: Int) -> Int { min(block * lanes, width - lanes) }
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
+    @inline(__always)
+    static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
+
+    /// output[m] (outH, outW) at `channelStride` apart = bias[m] + Σ_taps weights[tap, m] · plane(tap), for m < channels.
+    /// `weights` (taps, paddedM) and `bias` (paddedM) are padded to whole blocks of six channels. A pass computes six channels of
+    /// two output vectors: the vectors of a plane, numbered row by row, are taken two at a time (the pair may span two
+    /// rows), so an odd number of vectors a row wastes nothing but the plane's last. Each weight broadcast serves two
+    /// vectors, each input vector six channels.
+    static func forward(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
+                        channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                        channelStride: Int, relu: Bool) {
+        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
+        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
+        let paddedM = paddedChannels(M)
+        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
+        taps.withUnsafeBufferPointer { taps in
+            for m0 in stride(from: 0, to: M, by: channelBlock) {
+                let real = min(channelBlock, M - m0)
+                var vector = 0
+                while vector < vectors {
+                    let (ohA, blockA) = vector.quotientAndRemainder(dividingBy: blocks)
+                    let (ohB, blockB) = min(vector + 1, vectors - 1).quotientAndRemainder(dividingBy: blocks)
+                    let owA = blockStart(blockA, width: outW), owB = blockStart(blockB, width: outW)
+                    let a = planes + ohA * columns + owA, b = planes + ohB * columns + owB
+                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
+                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
+                    var w = weights + m0
+                    for t in taps {
+                        let x = load(a + t), y = load(b + t)
+                        let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1]), w2 = Vector(repeating: w[2])
+                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
+                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
+                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
+                        let w3 = Vector(repeating: w[3]), w4 = Vector(repeating: w[4]), w5 = Vector(repeating: w[5])
+                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
+                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
+                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
+                        w += paddedM
+                    }
+                    let outA = output + m0 * channelStride + ohA * outW + owA
+                    let outB = output + m0 * channelStride + ohB * outW + owB
+                    @inline(__always) func put(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                        if m < real { store(clamp(sumA), outA + m * channelStride); store(clamp(sumB), outB + m * channelStride) }
+                    }
+                    put(0, a0, b0); put(1, a1, b1); put(2, a2, b2); put(3, a3, b3); put(4, a4, b4); put(5, a5, b5)
+                    vector += 2
+                }
+            }
+        }
+    }
+
+    /// Channels rounded up to whole blocks: the rows of the padded weight and bias copies.
+    static func paddedChannels(_ channels: Int) -> Int { (channels + channelBlock - 1) / channelBlock * channelBlock }
+
+    /// laneSums[m, tap] (a vector each) += Σ_(oh, ow) dY[m](oh, ow) · plane(tap)(oh, ow), lane by lane, for
+    /// m < channels (rows of K taps); `sumLanes` then adds each vector's lanes. Summing the lanes once at the end
+    /// instead of once a band keeps the horizontal sums (a quarter of the sixteen-lane loop's instructions) out of
+    /// the loop. Six channels × two taps a pass: twelve independent sums; each dY vector serves two taps, each input
+    /// vector six channels. A last block of fewer channels repeats its first channel in the missing places (never stored).
+    static func weightGradient(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int],
+                               outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
+                               laneSums: UnsafeMutablePointer<Float>) {
+        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
+        let K = taps.count, whole = outW / lanes, rest = outW - whole * lanes
+        // A last, partial block is read as the full vector that ends at outW, with its already-counted lanes zeroed.
+        var restMask = Vector(repeating: 0)
+        for l in (lanes - rest)..<lanes { restMask[l] = 1 }
+        taps.withUnsafeBufferPointer { taps in
+            for m0 in stride(from: 0, to: M, by: channelBlock) {
+                let real = min(channelBlock, M - m0)
+                @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
+                let s1 = offset(1), s2 = offset(2), s3 = offset(3), s4 = offset(4), s5 = offset(5)
+                // Bands of output rows: a band's dY rows stay in L1 while every tap pair passes over them (a pass over
+                // the whole plane would stream all of dY from L2 once a tap pair).
+                for bandStart in stride(from: 0, to: outH, by: rowBand) {
+                    let bandEnd = min(outH, bandStart + rowBand)
+                    var index = 0
+                    while index < K {
+                        let tA = taps[index], tB = taps[min(index + 1, K - 1)]
+                        let d = dY + m0 * channelStride
+                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
+                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
+                        @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ row: UnsafePointer<Float>) {
+                            let d0 = load(row), d1 = load(row + s1), d2 = load(row + s2)
+                            a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
+                            a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
+                            a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
+                            let d3 = load(row + s3), d4 = load(row + s4), d5 = load(row + s5)
+                            a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
+                            a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4)
+                            a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5)
+                        }
+                        for oh in bandStart..<bandEnd {
+                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                            var ow = 0
+                            while ow + lanes <= outW {
+                                accumulate(load(xa + ow), load(xb + ow), row + ow)
+                                ow += lanes
+                            }
+                        }
+                        // The rows' last, partial vectors in a loop of their own (the mask then stays in a register).
+                        if rest > 0 {
+                            let ow = outW - lanes
+                            for oh in bandStart..<bandEnd {
+                                let xa = planes + tA + oh * columns + ow, xb = planes + tB + oh * columns + ow
+                                accumulate(load(xa) * restMask, load(xb) * restMask, d + oh * outW + ow)
+                            }
+                        }
+                        let g = laneSums + (m0 * K + index) * lanes, second = index + 1 < K
+                        @inline(__always) func add(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                            guard m < real else { return }
+                            let p = g + m * K * lanes
+                            store(load(p) + sumA, p)
+                            if second { store(load(p + lanes) + sumB, p + lanes) }
+                        }
+                        add(0, a0, b0); add(1, a1, b1); add(2, a2, b2); add(3, a3, b3); add(4, a4, b4); add(5, a5, b5)
+                        index += 2
+                    }
+                }
+            }
+        }
+    }
+
+    /// out[i] = the sum of the lanes of sums[i] (vectors of `lanes`), for i < count.
+    static func sumLanes(_ sums: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
+        for i in 0..<count { out[i] = load(sums + i * lanes).sum() }
+    }
+}

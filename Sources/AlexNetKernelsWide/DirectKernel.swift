@@ -1,0 +1,1 @@
+../AlexNetKernels/Layers/DirectKernel.swift
