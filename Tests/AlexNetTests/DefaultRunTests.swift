@@ -1,5 +1,5 @@
 // Acceptance: the default run (`alexnet-mpi` with no options: the embedded shapes, trained from scratch at W = 1/8 for
-// 400 steps, ε ÷ 10 after 2 epochs) reaches at least 95% held-out top-1 (10 classes: chance is 10%). Its time is a
+// 560 steps, ε = 0.01 ÷ 10 after 3 epochs) reaches at least 95% held-out top-1 (10 classes: chance is 10%). Its time is a
 // benchmark, not a test: the README gives it (under 90 s on 2 cores).
 import Foundation
 import XCTest

@@ -133,7 +133,7 @@ public final class ParameterStore: @unchecked Sendable {
     /// fixture. It keeps every layer's signal alive at small widths, where the paper's fixed 0.01 starves the top layers.
     /// The classifier (fc8) keeps the paper's N(0, 0.01²): its logits start small, every class near even odds. With He
     /// there too, the first step's loss was 4.3 instead of ln(classes), and the default job sat at chance for 100–150
-    /// of its 400 steps: seeds 2–4 reached 73–88% held-out top-1; with this, seeds 1–5 reach 94.6–99.6%.
+    /// of its then 400 steps: seeds 2–4 reached 73–88% held-out top-1; with this, seeds 1–5 reached 94.6–99.6%.
     public static let classifierStd: Float = 0.01
     public func initialiseHe(seed: UInt64) {
         for (index, t) in tensors.enumerated() {
