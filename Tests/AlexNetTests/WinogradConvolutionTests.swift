@@ -91,6 +91,49 @@ final class WinogradConvolutionTests: XCTestCase {
         XCTAssertLessThan(relativeError(fast.db, reference.db), tolerance, "\(name): bias gradient", file: file, line: line)
     }
 
+    /// The forward's kept transformed inputs give the backward the same gradients, and the backward reads them instead
+    /// of the input: the input is overwritten with NaN between the two passes.
+    func testTheBackwardUsesTheKeptTransformedInput() {
+        let cases = [
+            (Convolution(geometry: ConvGeometry(inputHeight: 13, inputWidth: 13, kernel: 3, stride: 1, pad: 1), inputChannelsPerPart: 6,
+                         outputChannelsPerPart: 5, parts: 2, sharedInput: false, columnBudget: 2048), "3 × 3, tower-local, chunks of one image"),
+            (Convolution(geometry: ConvGeometry(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2), inputChannelsPerPart: 4,
+                         outputChannelsPerPart: 3, parts: 2, sharedInput: true), "5 × 5, shared input"),
+        ]
+        for (layer, name) in cases {
+            let batch = 3, g = layer.geometry
+            let inputCount = layer.inputChannels * batch * g.inputPlane, outputCount = layer.outputChannels * batch * g.outputPlane
+            let perPart = layer.inputChannelsPerPart * batch * g.inputPlane
+            let w = randomFloats(layer.weightCount, seed: 42, scale: 0.3), b = randomFloats(layer.outputChannels, seed: 43)
+            let dy = randomFloats(outputCount, seed: 44)
+            XCTAssertGreaterThan(layer.keptInputSize(batch: batch), 0, name)
+            func run(keep: Bool) -> (y: [Float], dx: [Float], dw: [Float]) {
+                var x = randomFloats(inputCount, seed: 41), y = [Float](repeating: 0, count: outputCount)
+                var col = [Float](repeating: .nan, count: layer.columnBufferSize(batch: batch)), dcol = col
+                var kept = [Float](repeating: .nan, count: layer.keptInputSize(batch: batch))
+                var dx = [Float](repeating: .nan, count: perPart * layer.parts), dw = [Float](repeating: .nan, count: layer.weightCount)
+                var db = [Float](repeating: .nan, count: layer.outputChannels)
+                x.withUnsafeMutableBufferPointer { xp in kept.withUnsafeMutableBufferPointer { kp in
+                    col.withUnsafeMutableBufferPointer { cp in dcol.withUnsafeMutableBufferPointer { dp in
+                        layer.forward(input: xp.baseAddress!, batch: batch, weight: w, bias: b, output: &y, col: cp.baseAddress!,
+                                      relu: true, keptInput: keep ? kp.baseAddress! : nil)
+                        if keep { xp.update(repeating: .nan) }
+                        dx.withUnsafeMutableBufferPointer { xg in
+                            layer.backward(input: xp.baseAddress!, batch: batch, weight: w, outputGradient: dy, weightGradient: &dw,
+                                           biasGradient: &db, inputGradients: (0..<layer.parts).map { xg.baseAddress! + $0 * perPart },
+                                           col: cp.baseAddress!, colGradient: dp.baseAddress!, keptInput: keep ? UnsafePointer(kp.baseAddress!) : nil)
+                        }
+                    } }
+                } }
+                return (y, dx, dw)
+            }
+            let kept = run(keep: true), again = run(keep: false)
+            XCTAssertEqual(kept.y, again.y, name + ": output")
+            XCTAssertEqual(kept.dw, again.dw, name + ": weight gradient from the kept V")
+            XCTAssertEqual(kept.dx, again.dx, name + ": input gradient")
+        }
+    }
+
     func testMatchesIm2colAtTheSizeOfConv2() {
         // 27 × 27 outputs: 14 tiles a row, in two vectors of tiles; 5 × 5 filters: α = 6.
         let g = ConvGeometry(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2)

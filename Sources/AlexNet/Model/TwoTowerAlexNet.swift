@@ -84,6 +84,25 @@ public final class TwoTowerAlexNet {
     let dp1: UnsafeMutablePointer<Float>                     // (c1·parts, N, 27, 27)
     // The gradients at conv1's and conv2's outputs (through pool and LRN) are in l1 and l2, above.
     let col, colGradient: UnsafeMutablePointer<Float>        // im2col scratch
+    let kept: [UnsafeMutablePointer<Float>?]                 // conv1–conv5: transformed inputs kept for the backward, or nil
+
+    /// Bytes a local tower may spend keeping Winograd layers' transformed inputs V from forward to backward (the
+    /// backward then skips its input transform). Writing V out and reading it back costs memory traffic that the
+    /// transform it saves does not: `bench`, interleaved on the Emerald Rapids VM, gave about 1.5–2.5% of the step at
+    /// W = 1/4, batch 64 (all four layers kept, 54 MB a tower), but 0.6% at W = 1, batch 128 for 160 MB a tower
+    /// (conv4 and conv5; all four would take 430 MB a tower). So small widths keep them and the paper's width does not.
+    public static let keptInputBytesPerTower = 64_000_000
+
+    /// Floats kept for conv1–conv5 (0: none): from conv5 back to conv2, each layer whose transformed input still fits.
+    static func keptInputSizes(_ convs: [Convolution], batch: Int, towers: Int) -> [Int] {
+        var left = keptInputBytesPerTower / MemoryLayout<Float>.size * towers
+        return convs.reversed().map { c -> Int in
+            let n = c.keptInputSize(batch: batch)
+            guard n > 0 && n <= left else { return 0 }
+            left -= n
+            return n
+        }.reversed()
+    }
 
     /// Allocates a model for batches of up to `maxBatch` images, for the towers `exchange.localTowers`.
     /// `threads`: what this model's loops may use; `columnBudget`: floats an im2col chunk may hold; `winograd`: where
@@ -167,6 +186,7 @@ public final class TwoTowerAlexNet {
         dp2 = floats(c2 * P * N * conv3Plane); dp1 = floats(c1 * P * N * conv2Plane)
         let colSize = [conv1, conv2, conv3, conv4, conv5].map { $0.columnBufferSize(batch: N) }.max()!
         col = floats(colSize); colGradient = floats(colSize)
+        kept = Self.keptInputSizes(convs, batch: N, towers: P).map { $0 > 0 ? floats($0) : nil }
         self.arena = arena
         self.allocatedFloats = allocated
     }
@@ -223,6 +243,10 @@ public final class TwoTowerAlexNet {
                 .map { $0.columnBufferSize(batch: N) }.max()!)
             : .infinity
         total += 2 * column
+        total += column.isFinite
+            ? Double(keptInputSizes(convolutions(config: config, parts: towers.count, columnBudget: columnBudget, winograd: winograd),
+                                    batch: N, towers: towers.count).reduce(0, +))
+            : 0
         // Parameters, gradients and momentum of the local towers.
         let params = config.tensors.reduce(0.0) { sum, t in
             let rows = Double(ParameterStore.rows(of: t.name, shape: t.shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice).count)
@@ -266,19 +290,19 @@ public final class TwoTowerAlexNet {
             pool1.forward(input: l1, planes: c1 * P * N, output: p1, argmax: idx1)
         }
         clock.time(.conv2, .forward) {
-            conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col, relu: true)
+            conv2.forward(input: p1, batch: N, weight: w("conv2.weight"), bias: w("conv2.bias"), output: a2, col: col, relu: true, keptInput: kept[1])
             lrn.forward(input: a2, channels: c2 * P, groupChannels: c2, pixels: N * conv2Plane, output: l2)
             pool2.forward(input: l2, planes: c2 * P * N, output: x3 + firstTower * c2 * N * conv3Plane, argmax: idx2)
         }
         try clock.time(.conv3, .exchange) { try exchange.allGather(x3, offsets: evenOffsets(c2 * N * conv3Plane), at: .conv3Input) }
         clock.time(.conv3, .forward) {
-            conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col, relu: true)
+            conv3.forward(input: x3, batch: N, weight: w("conv3.weight"), bias: w("conv3.bias"), output: a3, col: col, relu: true, keptInput: kept[2])
         }
         clock.time(.conv4, .forward) {
-            conv4.forward(input: a3, batch: N, weight: w("conv4.weight"), bias: w("conv4.bias"), output: a4, col: col, relu: true)
+            conv4.forward(input: a3, batch: N, weight: w("conv4.weight"), bias: w("conv4.bias"), output: a4, col: col, relu: true, keptInput: kept[3])
         }
         clock.time(.conv5, .forward) {
-            conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col, relu: true)
+            conv5.forward(input: a4, batch: N, weight: w("conv5.weight"), bias: w("conv5.bias"), output: a5, col: col, relu: true, keptInput: kept[4])
             pool5.forward(input: a5, planes: c5 * P * N, output: p5, argmax: idx5)
             // Flatten in PyTorch's order: fc6 input row = channel·36 + h·6 + w, column = image. A sliced fc stack
             // takes block r of (R, features, N) for its own images; else the local towers' rows of (features, N).
@@ -435,21 +459,24 @@ public final class TwoTowerAlexNet {
             pool5.backward(outputGradient: dp5, argmax: idx5, planes: c5 * P * N, inputGradient: da5, reluInput: a5)
             conv5.backward(input: a4, batch: N, weight: w("conv5.weight"), outputGradient: da5,
                            weightGradient: g("conv5.weight"), biasGradient: g("conv5.bias"),
-                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * conv3Plane }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { da4 + $0 * c4 * N * conv3Plane }, col: col, colGradient: colGradient,
+                           keptInput: kept[4], afterChunk: progress)
         }
         announce("conv5")
         clock.time(.conv4, .backward) {
             ReLU.backward(output: a4, gradient: da4, count: c4 * P * N * conv3Plane, threads: threads)
             conv4.backward(input: a3, batch: N, weight: w("conv4.weight"), outputGradient: da4,
                            weightGradient: g("conv4.weight"), biasGradient: g("conv4.bias"),
-                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * conv3Plane }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { da3 + $0 * c3 * N * conv3Plane }, col: col, colGradient: colGradient,
+                           keptInput: kept[3], afterChunk: progress)
         }
         announce("conv4")
         clock.time(.conv3, .backward) {
             ReLU.backward(output: a3, gradient: da3, count: c3 * P * N * conv3Plane, threads: threads)
             conv3.backward(input: x3, batch: N, weight: w("conv3.weight"), outputGradient: da3,
                            weightGradient: g("conv3.weight"), biasGradient: g("conv3.bias"),
-                           inputGradients: partials3, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: partials3, col: col, colGradient: colGradient,
+                           keptInput: kept[2], afterChunk: progress)
         }
         announce("conv3")
         try clock.time(.conv3, .exchange) {
@@ -461,7 +488,8 @@ public final class TwoTowerAlexNet {
                          pixels: N * conv2Plane, inputGradient: l2, throughReLU: true)
             conv2.backward(input: p1, batch: N, weight: w("conv2.weight"), outputGradient: l2,
                            weightGradient: g("conv2.weight"), biasGradient: g("conv2.bias"),
-                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * conv2Plane }, col: col, colGradient: colGradient, afterChunk: progress)
+                           inputGradients: (0..<P).map { dp1 + $0 * c1 * N * conv2Plane }, col: col, colGradient: colGradient,
+                           keptInput: kept[1], afterChunk: progress)
         }
         announce("conv2")
         clock.time(.conv1, .backward) {

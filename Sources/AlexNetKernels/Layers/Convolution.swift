@@ -72,15 +72,18 @@ public struct Convolution: Sendable {
     }
 
     /// output (parts·M, N, outH, outW) = conv(input (Cin_total, N, H, W)) + bias, then ReLU if `relu` (one pass).
+    /// `keptInput` (`keptInputSize(batch:)` floats, Winograd only): where to keep the transformed input for `backward`.
     public func forward(input: UnsafePointer<Float>, batch: Int,
                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                        output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool = false) {
+                        output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool = false,
+                        keptInput: UnsafeMutablePointer<Float>? = nil) {
         if runsDirect {
             directForward(input: input, batch: batch, weight: weight, bias: bias, output: output, relu: relu)
             return
         }
         if winograd != nil {
-            winogradForward(input: input, batch: batch, weight: weight, bias: bias, output: output, col: col, relu: relu)
+            winogradForward(input: input, batch: batch, weight: weight, bias: bias, output: output, col: col, relu: relu,
+                            keptInput: keptInput)
             return
         }
         let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart
@@ -101,7 +104,8 @@ public struct Convolution: Sendable {
         addBias(bias, to: output, rows: outputChannels, rowLength: ldc, relu: relu, threads: threads)
     }
 
-    /// Weight and bias gradients (overwritten) and, if asked, input gradients (overwritten).
+    /// Weight and bias gradients (overwritten) and, if asked, input gradients (overwritten). `keptInput`: what the
+    /// forward of this same input kept (Winograd only), or nil to transform the input again.
     /// `inputGradients[p]` receives part p's contribution: for a tower-local layer the gradient of its own input
     /// channels (C_in, N, H, W); for a shared-input layer a full-size partial (Cin, N, H, W) that an exchange sums.
     public func backward(input: UnsafePointer<Float>, batch: Int,
@@ -109,7 +113,7 @@ public struct Convolution: Sendable {
                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                          inputGradients: [UnsafeMutablePointer<Float>]?,
                          col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>,
-                         afterChunk: (() -> Void)? = nil) {
+                         keptInput: UnsafePointer<Float>? = nil, afterChunk: (() -> Void)? = nil) {
         if runsDirect && inputGradients == nil {
             directWeightGradient(input: input, batch: batch, outputGradient: outputGradient,
                                  weightGradient: weightGradient, biasGradient: biasGradient)
@@ -119,7 +123,7 @@ public struct Convolution: Sendable {
         if winograd != nil {
             winogradBackward(input: input, batch: batch, weight: weight, outputGradient: outputGradient,
                              weightGradient: weightGradient, biasGradient: biasGradient, inputGradients: inputGradients,
-                             col: col, colGradient: colGradient, afterChunk: afterChunk)
+                             col: col, colGradient: colGradient, keptInput: keptInput, afterChunk: afterChunk)
             return
         }
         let outW = geometry.outputWidth, ldc = batch * geometry.outputPlane, K = patchSize, M = outputChannelsPerPart

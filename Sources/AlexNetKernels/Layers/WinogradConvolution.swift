@@ -436,6 +436,16 @@ extension Convolution {
         WinogradTiles.roundUp(winogradImagesPerChunk(batch: batch, tiles: tiles) * tiles.tilesPerImage) + WinogradTiles.lanes
     }
 
+    /// Floats that keep this layer's transformed inputs V from forward to backward for a batch (0 without Winograd):
+    /// every chunk's V (Cin, α², ld) of every group, in the order the forward writes them. With them the backward
+    /// skips its input transform (as much time as the forward's).
+    public func keptInputSize(batch: Int) -> Int {
+        guard let w = winograd else { return 0 }
+        let tiles = WinogradTiles(geometry: geometry, transform: w), perChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
+        let chunks = (batch + perChunk - 1) / perChunk
+        return chunks * winogradGroups().count * w.tile * w.tile * inputChannelsPerPart * winogradLeadingDimension(batch: batch, tiles: tiles)
+    }
+
     /// Floats of scratch each of the two column buffers needs for the Winograd path (0 without it): forward, col
     /// holds U, V and Ŷ; backward, col holds U, V and dU, and colGradient dŶ and dV (and a vector of slack: the
     /// transforms read whole vectors of tiles).
@@ -529,7 +539,8 @@ extension Convolution {
     }
 
     func winogradForward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                         output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool) {
+                         output: UnsafeMutablePointer<Float>, col: UnsafeMutablePointer<Float>, relu: Bool,
+                         keptInput: UnsafeMutablePointer<Float>?) {
         let w = winograd!, tiles = WinogradTiles(geometry: geometry, transform: w)
         let a2 = w.tile * w.tile, rowsAll = outputChannels, cin = inputChannelsPerPart
         let ld = winogradLeadingDimension(batch: batch, tiles: tiles), imagesPerChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
@@ -537,9 +548,12 @@ extension Convolution {
         let yHat = v + a2 * cin * ld                    // Ŷ (α², rowsAll, ld)
         let outChannelStride = batch * geometry.outputPlane
         transformWeights(weight, w, into: u)
-        for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
+        let groups = winogradGroups()
+        for (chunkIndex, n0) in stride(from: 0, to: batch, by: imagesPerChunk).enumerated() {
             let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
-            for group in winogradGroups() {
+            for (groupIndex, group) in groups.enumerated() {
+                // V into the kept buffer (read again by the backward) or the scratch
+                let v = keptInput.map { $0 + (chunkIndex * groups.count + groupIndex) * a2 * cin * ld } ?? v
                 transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: v, ld: ld)
                 let M = group.rows.count
                 for xi in 0..<a2 {
@@ -561,12 +575,12 @@ extension Convolution {
                           outputGradient: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
                           biasGradient: UnsafeMutablePointer<Float>, inputGradients: [UnsafeMutablePointer<Float>]?,
                           col: UnsafeMutablePointer<Float>, colGradient: UnsafeMutablePointer<Float>,
-                          afterChunk: (() -> Void)?) {
+                          keptInput: UnsafePointer<Float>?, afterChunk: (() -> Void)?) {
         let w = winograd!, tiles = WinogradTiles(geometry: geometry, transform: w)
         let a2 = w.tile * w.tile, rowsAll = outputChannels, cin = inputChannelsPerPart, M = outputChannelsPerPart
         let ld = winogradLeadingDimension(batch: batch, tiles: tiles), imagesPerChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
         let weightsSize = a2 * rowsAll * cin
-        let u = col, v = col + weightsSize, du = col + weightsSize + a2 * cin * ld   // U, V (α², Cin, ld), dU like U
+        let u = col, scratchV = col + weightsSize, du = col + weightsSize + a2 * cin * ld   // U, V (α², Cin, ld), dU like U
         let dyHat = colGradient, dv = colGradient + a2 * rowsAll * ld                // dŶ (α², rowsAll, ld), dV (α², Cin, ld)
         let inChannelStride = batch * geometry.inputPlane, outChannelStride = batch * geometry.outputPlane
         if inputGradients != nil { transformWeights(weight, w, into: u) }
@@ -575,10 +589,18 @@ extension Convolution {
             precondition(grads.count == parts)
             for g in grads { g.update(repeating: 0, count: cin * inChannelStride) }
         }
-        for n0 in stride(from: 0, to: batch, by: imagesPerChunk) {
+        let groups = winogradGroups()
+        for (chunkIndex, n0) in stride(from: 0, to: batch, by: imagesPerChunk).enumerated() {
             let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
-            for group in winogradGroups() {
-                transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: v, ld: ld)
+            for (groupIndex, group) in groups.enumerated() {
+                // V as the forward kept it, or transformed again
+                let v: UnsafePointer<Float>
+                if let kept = keptInput {
+                    v = kept + (chunkIndex * groups.count + groupIndex) * a2 * cin * ld
+                } else {
+                    transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: scratchV, ld: ld)
+                    v = UnsafePointer(scratchV)
+                }
                 forEachPlane(group.rows.count, tiles) { range, scratch in
                     for i in range {
                         let o = group.rows.lowerBound + i
