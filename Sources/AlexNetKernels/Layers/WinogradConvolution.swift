@@ -85,12 +85,12 @@ public protocol WinogradAxis {
     static func outputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int) // y = A x (2 → α)
 }
 
-typealias Lanes = SIMD8<Float>
-@inline(__always) func loadLanes(_ p: UnsafePointer<Float>, _ i: Int, _ stride: Int) -> Lanes {
-    UnsafeRawPointer(p + i * stride).loadUnaligned(as: Lanes.self)
+/// Vector i of x or y, `stride` floats per vector.
+@inline(__always) func loadLanes(_ p: UnsafePointer<Float>, _ i: Int, _ stride: Int) -> WinogradTiles.Vector {
+    WinogradTiles.load(p + i * stride)
 }
-@inline(__always) func storeLanes(_ v: Lanes, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ stride: Int) {
-    UnsafeMutableRawPointer(p + i * stride).storeBytes(of: v, as: Lanes.self)
+@inline(__always) func storeLanes(_ v: WinogradTiles.Vector, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ stride: Int) {
+    WinogradTiles.store(v, p + i * stride)
 }
 
 /// F(2 × 2, 3 × 3), α = 4: Bᵀ = [1 0 −1 0; 0 ½ ½ 0; 0 −½ ½ 0; 0 −1 0 1], Aᵀ = [1 1 1 0; 0 1 −1 1].
@@ -176,7 +176,6 @@ struct WinogradTiles {
     typealias Row = SIMD16<Float>        // one lane a column of a row
     static let lanes = 8
     static let rowFloats = 48            // a padded row buffer: columns −pad …, three rows of 16 lanes
-    static let maximumTile = 6           // α ≤ 6: F(2, 3) and F(2, 5)
     let geometry: ConvGeometry
     let alpha: Int
     let tilesHigh: Int, tilesWide: Int
