@@ -72,6 +72,7 @@ public struct TrainingJob {
         try MemoryCheck.refuseIfTooLarge(config: s.model, layout: layout, rank: rank, batch: s.batch, replicaLayout: plan.replicaLayout,
                                          inputs: s.prefetch ? 2 : 1, say: say)
         say("BLAS: " + BlasKernels.report)
+        say("strided convolution (conv1): " + Convolution.directKernelReport)
         GracefulStop.install()
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
                                           threadsPerModel: plan.threadsPerModel, checkWeightsEvery: checkWeightsEvery)
@@ -206,6 +207,7 @@ public struct BenchmarkJob {
         try MemoryCheck.refuseIfTooLarge(config: s.model, layout: layout, rank: rank, batch: s.batch, replicaLayout: plan.replicaLayout,
                                          inputs: 1, say: say)
         say("BLAS: " + BlasKernels.report + " [\(Blas.configuration)]")
+        say("strided convolution (conv1): " + Convolution.directKernelReport)
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
                                           threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget,
                                           winograd: s.winograd)

@@ -28,6 +28,7 @@ struct BenchConvolutions: ParsableCommand {
 
     func run() throws {
         print("BLAS: " + BlasKernels.report)
+        print("strided convolution (conv1): " + Convolution.directKernelReport)
         let rows = ConvolutionBenchmark.run(config: ModelConfig(width: width), batch: batch, rounds: rounds, threads: threads,
                                               columnBudget: columnBudget)
         print(String(format: "one tower, W = %g, batch %d, %d thread%@, fastest of %d rounds:", width, batch, threads,

@@ -16,6 +16,10 @@ final class BlasKernelTests: XCTestCase {
         XCTAssertEqual(BlasKernels.bestCore(flags: ["avx", "avx2", "fma"]).level, .avx2)
         XCTAssertEqual(BlasKernels.bestCore(flags: ["avx", "avx2"]).level, .avx, "AVX2 without FMA is not Haswell")
         XCTAssertEqual(BlasKernels.bestCore(flags: ["sse3"]).core, "Prescott")
+        // conv1's sixteen-lane loops need every subset skylake-avx512 code may use.
+        XCTAssertTrue(CPUFeatures.hasAVX512(flags: avx512))
+        XCTAssertFalse(CPUFeatures.hasAVX512(flags: avx512.subtracting(["avx512vl"])))
+        XCTAssertFalse(CPUFeatures.hasAVX512(flags: ["avx", "avx2", "fma"]))
     }
 
     /// The kernels named in a start-up or bench line "BLAS: OpenBLAS 0.3.21, NAME kernels …".
@@ -40,6 +44,9 @@ final class BlasKernelTests: XCTestCase {
         let chosen = runProcess(Paths.binary, bench, timeout: 600)
         XCTAssertEqual(chosen.status, 0, chosen.err)
         let used = try XCTUnwrap(kernels(in: chosen.out), chosen.out)
+        // The strided convolution's loops are named too: sixteen lanes exactly where the CPU has AVX-512.
+        let direct = try XCTUnwrap(chosen.out.split(separator: "\n").first { $0.hasPrefix("strided convolution (conv1): ") }, chosen.out)
+        XCTAssertEqual(direct.contains("16-lane AVX-512"), CPUFeatures.hasAVX512(flags: BlasKernels.cpuFlags), String(direct))
         if userChoice == nil {
             XCTAssertEqual(BlasKernels.level(ofCore: used), best.level, "with nothing set the kernels should be \(best.core)-level:\n\(chosen.out)")
         }

@@ -26,7 +26,7 @@ public enum BlasKernels {
 
     /// The best OpenBLAS 0.3.21 core for a CPU with these /proc/cpuinfo flags, and its level.
     public static func bestCore(flags: Set<String>) -> (core: String, level: Level) {
-        let avx512 = CPUFeatures.avx512Subsets.allSatisfy(flags.contains)
+        let avx512 = CPUFeatures.hasAVX512(flags: flags)
         if avx512 { return (flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX", .avx512) }
         if flags.contains("avx2") && flags.contains("fma") { return ("Haswell", .avx2) }
         if flags.contains("avx") { return ("Sandybridge", .avx) }

@@ -14,5 +14,6 @@ public enum CPUFeatures {
     /// The AVX-512 subsets that -target-cpu skylake-avx512 code may use (the kernel lists them only where the OS saves
     /// the vector state).
     public static let avx512Subsets = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
-    public static var hasAVX512: Bool { avx512Subsets.allSatisfy(flags.contains) }
+    public static func hasAVX512(flags: Set<String>) -> Bool { avx512Subsets.allSatisfy(flags.contains) }
+    public static var hasAVX512: Bool { hasAVX512(flags: flags) }
 }

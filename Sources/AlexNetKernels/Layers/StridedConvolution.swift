@@ -111,6 +111,13 @@ extension Convolution {
     public static var bestDirectLanes: Int { CPUFeatures.hasAVX512 ? WideDirectKernel.lanes : DirectKernel.lanes }
     public static var narrowDirectLanes: Int { DirectKernel.lanes }
 
+    /// The start-up line on the direct kernel in use.
+    public static var directKernelReport: String {
+        bestDirectLanes == WideDirectKernel.lanes
+            ? "\(WideDirectKernel.lanes)-lane AVX-512 loops (up to \(directChannelLimit(lanes: WideDirectKernel.lanes)) output channels a tower)"
+            : "\(DirectKernel.lanes)-lane AVX2 loops (up to \(directChannelLimit(lanes: DirectKernel.lanes)) output channels a tower; this CPU has no AVX-512)"
+    }
+
     /// Channel groups that see the same input: all parts together when the input is shared (conv1: both towers'
     /// filters run over one split of each image), else one group a part. Returns (groups, output channels a group).
     var directGroups: (count: Int, channels: Int) {
