@@ -77,13 +77,18 @@ final class MPIRobustnessTests: XCTestCase {
         }
     }
 
-    /// Acceptance: the same for a data-parallel rank: its replica names the gradient allreduce and the stopped rank.
+    /// Acceptance: the same for a data-parallel rank: its replica names the point it waits in and the stopped rank.
     func testAStoppedRankEndsTheDataParallelJob() throws {
         let dir = Paths.temporaryDirectory("stall-data")
         let data = tinyDataset(dir)
         try stopRankOne(of: ["train", "--mode", "data", "--width", "0.125", "--steps", "100000", "--stall-timeout", "5"] + small(data),
                         in: dir, timeout: 5, within: 25) { line in
-            XCTAssertTrue(line.contains("in the gradient allreduce for rank 1 "), line)
+            // The replica is caught in the gradient allreduce or, between steps, in the end-of-step agreement: which
+            // one depends on where the stop lands in the step (as for model parallelism above; a fresh-clone run
+            // once caught it in the agreement).
+            XCTAssertTrue(line.contains(" for rank 1 "), line)
+            XCTAssertTrue(line.contains("in the gradient allreduce for rank 1 ") || line.contains("in the end-of-step agreement"),
+                          "the point is not named: \(line)")
         }
     }
 
