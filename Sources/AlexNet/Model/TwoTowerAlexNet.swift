@@ -238,15 +238,11 @@ public final class TwoTowerAlexNet {
         total += c1 * P * n * plane2                                                    // dp1
         // The convolution scratch (col and colGradient: im2col chunks, or Winograd's transformed chunks), as
         // Convolution sizes it (for absurd widths, where its Int arithmetic could overflow: more than memory holds).
-        let column = [c1 * 3, c2 * c1, c3 * 2 * c2, c4 * c3, c5 * c4].max()! * P * n < 0x1p40
-            ? Double(convolutions(config: config, parts: towers.count, columnBudget: columnBudget, winograd: winograd)
-                .map { $0.columnBufferSize(batch: N) }.max()!)
-            : .infinity
-        total += 2 * column
-        total += column.isFinite
-            ? Double(keptInputSizes(convolutions(config: config, parts: towers.count, columnBudget: columnBudget, winograd: winograd),
-                                    batch: N, towers: towers.count).reduce(0, +))
-            : 0
+        // The kept transformed inputs likewise (none counted where the scratch is already beyond counting).
+        let countable = [c1 * 3, c2 * c1, c3 * 2 * c2, c4 * c3, c5 * c4].max()! * P * n < 0x1p40
+        let convs = countable ? convolutions(config: config, parts: towers.count, columnBudget: columnBudget, winograd: winograd) : []
+        total += 2 * (countable ? Double(convs.map { $0.columnBufferSize(batch: N) }.max()!) : .infinity)
+        total += Double(keptInputSizes(convs, batch: N, towers: towers.count).reduce(0, +))
         // Parameters, gradients and momentum of the local towers.
         let params = config.tensors.reduce(0.0) { sum, t in
             let rows = Double(ParameterStore.rows(of: t.name, shape: t.shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice).count)

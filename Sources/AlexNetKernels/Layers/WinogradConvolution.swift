@@ -436,13 +436,18 @@ extension Convolution {
     }
 
     /// Floats that keep this layer's transformed inputs V from forward to backward for a batch (0 without Winograd):
-    /// every chunk's V (Cin, α², ld) of every group, in the order the forward writes them. With them the backward
+    /// every chunk's V (α², Cin, ld) of every group, in the order the forward writes them. With them the backward
     /// skips its input transform (as much time as the forward's).
     public func keptInputSize(batch: Int) -> Int {
         guard let w = winograd else { return 0 }
         let tiles = WinogradTiles(geometry: geometry, transform: w), perChunk = winogradImagesPerChunk(batch: batch, tiles: tiles)
-        let chunks = (batch + perChunk - 1) / perChunk
-        return chunks * winogradGroups().count * w.tile * w.tile * inputChannelsPerPart * winogradLeadingDimension(batch: batch, tiles: tiles)
+        return keptOffset(chunk: (batch + perChunk - 1) / perChunk, group: 0, tile: w.tile,
+                          ld: winogradLeadingDimension(batch: batch, tiles: tiles))
+    }
+
+    /// Where chunk `chunk`'s V of group `group` starts in the kept buffer (the forward writes, the backward reads).
+    private func keptOffset(chunk: Int, group: Int, tile: Int, ld: Int) -> Int {
+        (chunk * winogradGroups().count + group) * tile * tile * inputChannelsPerPart * ld
     }
 
     /// Floats of scratch each of the two column buffers needs for the Winograd path (0 without it): forward, col
@@ -552,7 +557,7 @@ extension Convolution {
             let chunk = n0..<min(batch, n0 + imagesPerChunk), n = chunk.count * tiles.tilesPerImage
             for (groupIndex, group) in groups.enumerated() {
                 // V into the kept buffer (read again by the backward) or the scratch
-                let v = keptInput.map { $0 + (chunkIndex * groups.count + groupIndex) * a2 * cin * ld } ?? v
+                let v = keptInput.map { $0 + keptOffset(chunk: chunkIndex, group: groupIndex, tile: w.tile, ld: ld) } ?? v
                 transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: v, ld: ld)
                 let M = group.rows.count
                 for xi in 0..<a2 {
@@ -595,7 +600,7 @@ extension Convolution {
                 // V as the forward kept it, or transformed again
                 let v: UnsafePointer<Float>
                 if let kept = keptInput {
-                    v = kept + (chunkIndex * groups.count + groupIndex) * a2 * cin * ld
+                    v = kept + keptOffset(chunk: chunkIndex, group: groupIndex, tile: w.tile, ld: ld)
                 } else {
                     transformInputs(input, batch: batch, firstChannel: group.firstInput, images: chunk, tiles, into: scratchV, ld: ld)
                     v = UnsafePointer(scratchV)
