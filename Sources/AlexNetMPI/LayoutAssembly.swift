@@ -108,7 +108,10 @@ public final class LayoutAssembly: RankCoordination {
 
     public func synchroniseGradients() throws { try synchroniser?.allreduce.finish() }
 
-    public func sumOverShares(_ value: Double) throws -> Double { try shareGroup?.sum(value) ?? value }
+    public func sumOverShares(_ value: Double, of what: String) throws -> Double {
+        guard let shareGroup else { return value }
+        return try shareGroup.waiting(in: "the sum of \(what) over the replicas") { try shareGroup.sum(value) }
+    }
 
     public func afterUpdate(step: Int, lastStep: Int) throws {
         if perturbAfterStep == step { replica.stores[0].values[0] += 1e-3 }

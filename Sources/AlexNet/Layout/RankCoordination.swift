@@ -6,8 +6,9 @@
 public protocol RankCoordination: AnyObject {
     /// After backward, before the update: sums the replicated parameters' gradients over the replicas.
     func synchroniseGradients() throws
-    /// Sum of a number over the ranks' shares of a batch (losses, evaluation hits); each share counted once.
-    func sumOverShares(_ value: Double) throws -> Double
+    /// Sum of a number over the ranks' shares of a batch (losses, evaluation hits); each share counted once. `what`
+    /// names the number ("the batch's loss") in a stall report.
+    func sumOverShares(_ value: Double, of what: String) throws -> Double
     /// After each update (e.g. a periodic comparison of the replicas' weights).
     func afterUpdate(step: Int, lastStep: Int) throws
     /// After each step: what every rank saw (non-finite values, stop requests), agreed over the job.
@@ -41,7 +42,7 @@ public final class OneProcess: RankCoordination {
     let replica: Replica
     public init(replica: Replica) { self.replica = replica }
     public func synchroniseGradients() throws {}
-    public func sumOverShares(_ value: Double) throws -> Double { value }
+    public func sumOverShares(_ value: Double, of what: String) throws -> Double { value }
     public func afterUpdate(step: Int, lastStep: Int) throws {}
     public func agree(_ report: StepReport) throws -> StepAgreement { StepAgreement.local(report) }
     public func saveCheckpoint(_ path: String, state: TrainingState) throws { try replica.save(path, state: state) }

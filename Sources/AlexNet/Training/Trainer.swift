@@ -287,7 +287,7 @@ public final class Trainer {
                                                      seed: settings.seed, step: step, firstSample: first)
         try replica.clock.time(.update, .exchange) { try coordination.synchroniseGradients() }
         // The end-of-step collectives are where a rank waits for the others: charged to (loss, exchange).
-        let loss = try replica.clock.time(.loss, .exchange) { try coordination.sumOverShares(localLoss) } / Double(b)
+        let loss = try replica.clock.time(.loss, .exchange) { try coordination.sumOverShares(localLoss, of: "the batch's loss") } / Double(b)
         guard loss.isFinite else { return (loss, .nan) }
         let weightSum = try replica.update(learningRate: learningRate(step: step), momentum: settings.momentum,
                                            weightDecay: settings.weightDecay)
@@ -352,7 +352,8 @@ public final class Trainer {
             done += n
             progress?(min(total, done * total / max(1, passesOver)), total)
         }
-        return (try coordination.sumOverShares(Double(hits1)) / Double(total), try coordination.sumOverShares(Double(hits5)) / Double(total))
+        return (try coordination.sumOverShares(Double(hits1), of: "the evaluation's top-1 hits") / Double(total),
+                try coordination.sumOverShares(Double(hits5), of: "the evaluation's top-5 hits") / Double(total))
     }
 
     public func run() throws -> TrainingSummary {
