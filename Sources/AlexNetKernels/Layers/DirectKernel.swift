@@ -37,6 +37,19 @@ enum DirectKernel {
     static func forward(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
                         channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                         channelStride: Int, relu: Bool) {
+#if DIRECT_KERNEL_SIXTEEN_LANES
+        forwardFourVectors(planes: planes, shape: shape, taps: taps, weights: weights, channels: M, bias: bias,
+                           output: output, channelStride: channelStride, relu: relu)
+#else
+        forwardTwoVectors(planes: planes, shape: shape, taps: taps, weights: weights, channels: M, bias: bias,
+                          output: output, channelStride: channelStride, relu: relu)
+#endif
+    }
+
+    /// `forward` two output vectors a pass (AVX2's sixteen registers hold its twelve sums).
+    static func forwardTwoVectors(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
+                                  channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                  channelStride: Int, relu: Bool) {
         let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
         let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
         let paddedM = paddedChannels(M)
@@ -79,6 +92,67 @@ enum DirectKernel {
             }
         }
     }
+
+#if DIRECT_KERNEL_SIXTEEN_LANES
+    /// `forward` four output vectors a pass (24 sums in AVX-512's 32 registers): each weight broadcast serves four
+    /// vectors. The last pass of a plane repeats its last vector where fewer than four are left (stored twice, the same).
+    static func forwardFourVectors(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
+                                   channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                   channelStride: Int, relu: Bool) {
+        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
+        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
+        let paddedM = paddedChannels(M)
+        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
+        taps.withUnsafeBufferPointer { taps in
+            for m0 in stride(from: 0, to: M, by: channelBlock) {
+                let real = min(channelBlock, M - m0)
+                var vector = 0
+                while vector < vectors {
+                    @inline(__always) func place(_ k: Int) -> (input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+                        let (oh, block) = min(vector + k, vectors - 1).quotientAndRemainder(dividingBy: blocks)
+                        let ow = blockStart(block, width: outW)
+                        return (planes + oh * columns + ow, output + m0 * channelStride + oh * outW + ow)
+                    }
+                    let pa = place(0), pb = place(1), pc = place(2), pd = place(3)
+                    let a = pa.input, b = pb.input, c = pc.input, e = pd.input
+                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
+                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
+                    var c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5
+                    var e0 = a0, e1 = a1, e2 = a2, e3 = a3, e4 = a4, e5 = a5
+                    var w = weights + m0
+                    for t in taps {
+                        let x = load(a + t), y = load(b + t), z = load(c + t), u = load(e + t)
+                        let w0 = Vector(repeating: w[0])
+                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0); c0 = c0.addingProduct(z, w0); e0 = e0.addingProduct(u, w0)
+                        let w1 = Vector(repeating: w[1])
+                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1); c1 = c1.addingProduct(z, w1); e1 = e1.addingProduct(u, w1)
+                        let w2 = Vector(repeating: w[2])
+                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2); c2 = c2.addingProduct(z, w2); e2 = e2.addingProduct(u, w2)
+                        let w3 = Vector(repeating: w[3])
+                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3); c3 = c3.addingProduct(z, w3); e3 = e3.addingProduct(u, w3)
+                        let w4 = Vector(repeating: w[4])
+                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4); c4 = c4.addingProduct(z, w4); e4 = e4.addingProduct(u, w4)
+                        let w5 = Vector(repeating: w[5])
+                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5); c5 = c5.addingProduct(z, w5); e5 = e5.addingProduct(u, w5)
+                        w += paddedM
+                    }
+                    @inline(__always) func put(_ m: Int, _ sa: Vector, _ sb: Vector, _ sc: Vector, _ se: Vector) {
+                        guard m < real else { return }
+                        let offset = m * channelStride
+                        store(clamp(sa), pa.output + offset); store(clamp(sb), pb.output + offset)
+                        store(clamp(sc), pc.output + offset); store(clamp(se), pd.output + offset)
+                    }
+                    put(0, a0, b0, c0, e0); put(1, a1, b1, c1, e1); put(2, a2, b2, c2, e2)
+                    put(3, a3, b3, c3, e3); put(4, a4, b4, c4, e4); put(5, a5, b5, c5, e5)
+                    vector += 4
+                }
+            }
+        }
+    }
+#endif
 
     /// Channels rounded up to whole blocks: the rows of the padded weight and bias copies.
     static func paddedChannels(_ channels: Int) -> Int { (channels + channelBlock - 1) / channelBlock * channelBlock }
