@@ -19,14 +19,8 @@ public struct MaxPool: Sendable {
         let paperWindow = size == 3 && stride == 2 && outputWidth >= Self.lanes
         Parallel.forEachChunk(planes, minimumPerThread: 4, threads: threads) { range in
             if paperWindow {
-                // Even and odd columns of the plane apart, so that stride-2 windows read contiguous vectors.
-                let half = (inputWidth + 1) / 2
-                let split = UnsafeMutablePointer<Float>.allocate(capacity: 2 * inputHeight * half)   // (2, H, ⌈W/2⌉)
-                defer { split.deallocate() }
-                split.initialize(repeating: 0, count: 2 * inputHeight * half)
                 for pl in range {
-                    forwardThreeByTwo(input + pl * inPlane, split: split, half: half,
-                                      output: output + pl * outPlane, argmax: argmax + pl * outPlane)
+                    forwardThreeByTwo(input + pl * inPlane, output: output + pl * outPlane, argmax: argmax + pl * outPlane)
                 }
             } else {
                 for pl in range {
@@ -39,18 +33,15 @@ public struct MaxPool: Sendable {
     static let lanes = 8
 
     /// The paper's 3 × 3 stride-2 window, eight output columns at a time. Candidates are compared in the same order
-    /// as `forwardAnyWindow` with the same strict `>`, so values and winners are identical.
+    /// as `forwardAnyWindow` with the same strict `>`, so values and winners are identical. Each window row's three
+    /// columns 2·ow + j come from two sixteen-float loads at 2·ow and 2·ow + 1, dealt into even and odd lanes (they
+    /// end at 2·ow + 16 ≤ 2·outW ≤ W − 1: never past the row). A scalar pass splitting the plane into even and odd
+    /// columns first took as long as the windows.
     @inline(__always)
-    private func forwardThreeByTwo(_ src: UnsafePointer<Float>, split: UnsafeMutablePointer<Float>, half: Int,
-                                   output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+    private func forwardThreeByTwo(_ src: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
         typealias Values = SIMD8<Float>
         typealias Indices = SIMD8<Int32>
-        let inW = inputWidth, outW = outputWidth, odd = split + inputHeight * half
-        for h in 0..<inputHeight {
-            let row = src + h * inW, e = split + h * half, o = odd + h * half
-            for x in 0..<(inW / 2) { e[x] = row[2 * x]; o[x] = row[2 * x + 1] }
-            if inW % 2 == 1 { e[inW / 2] = row[inW - 1] }
-        }
+        let inW = inputWidth, outW = outputWidth
         let lane = Indices(0, 2, 4, 6, 8, 10, 12, 14)   // 2·(ow − first) of each lane
         for oh in 0..<outputHeight {
             var first = 0
@@ -59,12 +50,12 @@ public struct MaxPool: Sendable {
                 var best = Values(), winner = Indices()
                 for i in 0..<3 {
                     let h = 2 * oh + i
-                    let e = split + h * half + ow, o = odd + h * half + ow
+                    let row = src + h * inW + 2 * ow
                     let base = Indices(repeating: Int32(h * inW + 2 * ow)) &+ lane
-                    // Columns 2·ow, 2·ow + 1, 2·ow + 2 of input row h: even[ow], odd[ow], even[ow + 1].
-                    let v0 = UnsafeRawPointer(e).loadUnaligned(as: Values.self)
-                    let v1 = UnsafeRawPointer(o).loadUnaligned(as: Values.self)
-                    let v2 = UnsafeRawPointer(e + 1).loadUnaligned(as: Values.self)
+                    // Columns 2·ow + 2l, 2·ow + 2l + 1, 2·ow + 2l + 2 of input row h in lane l.
+                    let atEven = UnsafeRawPointer(row).loadUnaligned(as: SIMD16<Float>.self)
+                    let atOdd = UnsafeRawPointer(row + 1).loadUnaligned(as: SIMD16<Float>.self)
+                    let v0 = atEven.evenHalf, v1 = atOdd.evenHalf, v2 = atOdd.oddHalf
                     if i == 0 {
                         best = v0; winner = base
                     } else {
