@@ -5,7 +5,7 @@ import XCTest
 
 final class WinogradConvolutionTests: XCTestCase {
     func testTransformsComputeTheCorrelation() {
-        for (m, r) in [(2, 3), (4, 3), (2, 5), (3, 3)] {
+        for (m, r) in [(2, 3), (4, 3), (2, 5), (4, 5), (3, 3)] {
             let w = WinogradTransform(outputTile: m, kernel: r)
             let a = w.tile
             let d = randomFloats(a, seed: 4).map(Double.init), g = randomFloats(r, seed: 5).map(Double.init)
@@ -21,19 +21,19 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// The maps written out term by term for the two tiles the layers run (WinogradF2x3, WinogradF2x5) against the
-    /// matrices `WinogradTransform` derives from the interpolation points: Bᵀ, B, Aᵀ and A on eight lanes of inputs.
+    /// The maps written out term by term for the tiles the layers run (WinogradF2x3, WinogradF2x5, WinogradF4x5)
+    /// against the matrices `WinogradTransform` derives from the interpolation points: Bᵀ, B, Aᵀ and A on eight lanes.
     func testWrittenOutMapsAreTheDerivedMatrices() {
-        func check<K: WinogradAxis>(_ axis: K.Type, kernel r: Int) {
-            let w = WinogradTransform(outputTile: 2, kernel: r), a = w.tile, lanes = 8
+        func check<K: WinogradAxis>(_ axis: K.Type, outputTile m: Int = 2, kernel r: Int) {
+            let w = WinogradTransform(outputTile: m, kernel: r), a = w.tile, lanes = 8
             XCTAssertEqual(K.alpha, a)
             let bt = w.inputTransform, at = w.outputTransform
             // (name, map, rows out, columns in, the matrix's entry (i, j))
             let maps: [(String, (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void, Int, Int, (Int, Int) -> Float)] = [
                 ("Bᵀ", K.inputMap, a, a, { bt[$0 * a + $1] }),
                 ("B", K.inputAdjoint, a, a, { bt[$1 * a + $0] }),
-                ("Aᵀ", K.outputMap, 2, a, { at[$0 * a + $1] }),
-                ("A", K.outputAdjoint, a, 2, { at[$1 * a + $0] }),
+                ("Aᵀ", K.outputMap, m, a, { at[$0 * a + $1] }),
+                ("A", K.outputAdjoint, a, m, { at[$1 * a + $0] }),
             ]
             for (name, map, rows, columns, entry) in maps {
                 let x = randomFloats(columns * lanes, seed: UInt64(17 + r))
@@ -43,13 +43,14 @@ final class WinogradConvolutionTests: XCTestCase {
                     for lane in 0..<lanes {
                         let reference = (0..<columns).reduce(0.0) { $0 + Double(entry(i, $1)) * Double(x[$1 * lanes + lane]) }
                         XCTAssertEqual(Double(y[i * lanes + lane]), reference, accuracy: 1e-5 * max(1, abs(reference)),
-                                       "F(2, \(r)) \(name) row \(i) lane \(lane)")
+                                       "F(\(m), \(r)) \(name) row \(i) lane \(lane)")
                     }
                 }
             }
         }
         check(WinogradF2x3.self, kernel: 3)
         check(WinogradF2x5.self, kernel: 5)
+        check(WinogradF4x5.self, outputTile: 4, kernel: 5)
     }
 
     /// Forward and all three gradients of `layer` against the same layer without Winograd.
@@ -135,16 +136,23 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     func testMatchesIm2colAtTheSizeOfConv2() {
-        // 27 × 27 outputs: 14 tiles a row, in two vectors of tiles; 5 × 5 filters: α = 6.
+        // 27 × 27 outputs: F(4 × 4, 5 × 5), 7 tiles a row in one vector of 8 (one lane unused), 7 tile rows (the last
+        // cropped to 3 output rows); α = 8.
         let g = ConvGeometry(inputHeight: 27, inputWidth: 27, kernel: 5, stride: 1, pad: 2)
         for (budget, threads) in [(2048, 2), (Convolution.defaultColumnBudget, 1)] {
-            compare(Convolution(geometry: g, inputChannelsPerPart: 6, outputChannelsPerPart: 5, parts: 2, sharedInput: false,
-                                threads: threads, columnBudget: budget, winograd: .whereItPays), batch: 3, "conv2-like, budget \(budget), \(threads) threads")
+            let layer = Convolution(geometry: g, inputChannelsPerPart: 6, outputChannelsPerPart: 5, parts: 2, sharedInput: false,
+                                    threads: threads, columnBudget: budget, winograd: .whereItPays)
+            XCTAssertEqual(layer.winograd?.outputTile, 4)
+            compare(layer, batch: 3, "conv2-like, budget \(budget), \(threads) threads")
         }
-        // Rows of 9 tiles (one full vector and one lane of the next), and a layer too wide for two vectors (im2col).
-        let nine = ConvGeometry(inputHeight: 17, inputWidth: 17, kernel: 5, stride: 1, pad: 2)
-        compare(Convolution(geometry: nine, inputChannelsPerPart: 4, outputChannelsPerPart: 3, parts: 2, sharedInput: true,
+        // Rows of 5 tiles, the last covering one output column; 8 × 8 outputs: two whole tiles each way; and a layer
+        // too wide for one vector of tiles (im2col).
+        let seventeen = ConvGeometry(inputHeight: 17, inputWidth: 17, kernel: 5, stride: 1, pad: 2)
+        compare(Convolution(geometry: seventeen, inputChannelsPerPart: 4, outputChannelsPerPart: 3, parts: 2, sharedInput: true,
                             threads: 2, winograd: .whereItPays), batch: 2, "17 × 17, shared input")
+        let eight = ConvGeometry(inputHeight: 8, inputWidth: 8, kernel: 5, stride: 1, pad: 2)
+        compare(Convolution(geometry: eight, inputChannelsPerPart: 3, outputChannelsPerPart: 4, parts: 1, sharedInput: false,
+                            threads: 1, winograd: .whereItPays), batch: 2, "8 × 8")
         let wide = ConvGeometry(inputHeight: 40, inputWidth: 40, kernel: 5, stride: 1, pad: 2)
         XCTAssertNil(Convolution(geometry: wide, inputChannelsPerPart: 2, outputChannelsPerPart: 2, parts: 1, sharedInput: false,
                                  winograd: .whereItPays).winograd)

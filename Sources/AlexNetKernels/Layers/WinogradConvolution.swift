@@ -1,7 +1,7 @@
 // Winograd minimal filtering F(m × m, r × r) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks")
 // for the stride-1 layers, forward and backward side by side: conv3–conv5 (F(2 × 2, 3 × 3)) do 2.25× fewer
-// multiplications than im2col + sgemm, conv2 (F(2 × 2, 5 × 5)) 2.8× fewer, as α² = (m + r − 1)² sgemms of
-// (output channels × input channels × tiles) a chunk of tiles.
+// multiplications than im2col + sgemm, conv2 (F(4 × 4, 5 × 5)) 6.25× fewer (F(2 × 2, 5 × 5), 2.8× fewer, where its
+// rows are too wide), as α² = (m + r − 1)² sgemms of (output channels × input channels × tiles) a chunk of tiles.
 //
 // Forward, one tile of α × α inputs d and one filter g (r × r):  y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A   (m × m outputs).
 // Backward is the exact adjoint of the same linear maps: with dŶ = A dy Aᵀ,
@@ -62,9 +62,15 @@ public struct WinogradTransform: Sendable, Equatable {
         return inv
     }
 
-    /// The Winograd tile for a stride-1 layer with an r × r kernel, or nil where im2col + sgemm stays.
-    public static func forKernel(_ r: Int) -> WinogradTransform? {
-        r == 3 || r == 5 ? WinogradTransform(outputTile: 2, kernel: r) : nil
+    /// The Winograd tiles a stride-1 layer with an r × r kernel may run, best first (none: im2col + sgemm stays).
+    /// 5 × 5: F(4 × 4) does 2.25× fewer multiplications than F(2 × 2) and transforms 2.25× less data; its float32
+    /// error is about twice F(2 × 2)'s (a few 10⁻⁶ of the output: points up to ±2 and ±½, as NNPACK's F(6 × 6, 3 × 3)).
+    public static func candidates(forKernel r: Int) -> [WinogradTransform] {
+        switch r {
+        case 3: return [WinogradTransform(outputTile: 2, kernel: 3)]
+        case 5: return [WinogradTransform(outputTile: 4, kernel: 5), WinogradTransform(outputTile: 2, kernel: 5)]
+        default: return []
+        }
     }
 }
 
@@ -74,15 +80,15 @@ public enum WinogradUse: String, Sendable, Equatable, CaseIterable {
     case whereItPays = "where-it-pays", never
 }
 
-/// The 1-D maps of F(2, r) along one axis, on eight lanes at a time (a lane a tile or a column), written out term by
+/// The 1-D maps of F(m, r) along one axis, on eight lanes at a time (a lane a tile or a column), written out term by
 /// term: a loop over the matrices' entries kept its sums in memory and ran 3–5× slower. x and y are `stride` floats
 /// apart from one vector to the next; WinogradConvolutionTests checks each map against `WinogradTransform`'s matrices.
 public protocol WinogradAxis {
     static var alpha: Int { get }
     static func inputMap(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)      // y = Bᵀ x
     static func inputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)  // y = B x
-    static func outputMap(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)     // y = Aᵀ x (α → 2)
-    static func outputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int) // y = A x (2 → α)
+    static func outputMap(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int)     // y = Aᵀ x (α → m)
+    static func outputAdjoint(_ x: UnsafePointer<Float>, _ xStride: Int, _ y: UnsafeMutablePointer<Float>, _ yStride: Int) // y = A x (m → α)
 }
 
 /// Vector i of x or y, `stride` floats per vector.
@@ -167,10 +173,77 @@ public enum WinogradF2x5: WinogradAxis {
     }
 }
 
-/// The tiles of a stride-1 layer with m = 2 and the transforms between feature maps and the Winograd domain, a row
-/// of tiles at a time and all in vectors: the transform along y runs on whole padded rows (16 columns at a time), the
-/// one along x on their even and odd columns (8 lanes over the tiles of the row, in one or two halves: up to 16 tiles,
-/// outputs ≤ 32 wide). Each transform dispatches once on α to code written for its tile (`WinogradAxis`).
+/// F(4 × 4, 5 × 5), α = 8, points 0, ±1, ±2, ±½ and ∞. Rows 2q − 1 and 2q of Bᵀ (points ±p) are e ± o, e and o the
+/// sums over the even and odd inputs: Bᵀ's rows are [1 0 −21/4 0 21/4 0 −1 0], [0 −2/9 −2/9 17/18 17/18 −2/9 −2/9 0],
+/// [0 2/9 −2/9 −17/18 17/18 2/9 −2/9 0], [0 1/180 1/360 −1/36 −1/72 1/45 1/90 0], [0 −1/180 1/360 1/36 −1/72 −1/45 1/90 0],
+/// [0 64/45 128/45 −16/9 −32/9 16/45 32/45 0], [0 −64/45 128/45 16/9 −32/9 −16/45 32/45 0], [0 −1 0 21/4 0 −21/4 0 1];
+/// Aᵀ's row k holds p^k at each point p (and 1 at ∞ in the last row).
+public enum WinogradF4x5: WinogradAxis {
+    public static var alpha: Int { 8 }
+    static let twoNinths: Float = 2 / 9, seventeenEighteenths: Float = 17 / 18
+    static let c180: Float = 1 / 180, c360: Float = 1 / 360, c36: Float = 1 / 36, c72: Float = 1 / 72, c45: Float = 1 / 45
+    static let c90: Float = 1 / 90
+    static let c64_45: Float = 64 / 45, c128_45: Float = 128 / 45, c16_9: Float = 16 / 9, c32_9: Float = 32 / 9
+    static let c16_45: Float = 16 / 45, c32_45: Float = 32 / 45
+    @inline(__always) public static func inputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        let x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs), x6 = loadLanes(x, 6, xs), x7 = loadLanes(x, 7, xs)
+        storeLanes(x0 - x6 + 5.25 * (x4 - x2), y, 0, ys)
+        let e1 = seventeenEighteenths * x4 - twoNinths * (x2 + x6), o1 = seventeenEighteenths * x3 - twoNinths * (x1 + x5)
+        storeLanes(e1 + o1, y, 1, ys)
+        storeLanes(e1 - o1, y, 2, ys)
+        let e3 = c360 * x2 - c72 * x4 + c90 * x6, o3 = c180 * x1 - c36 * x3 + c45 * x5
+        storeLanes(e3 + o3, y, 3, ys)
+        storeLanes(e3 - o3, y, 4, ys)
+        let e5 = c128_45 * x2 - c32_9 * x4 + c32_45 * x6, o5 = c64_45 * x1 - c16_9 * x3 + c16_45 * x5
+        storeLanes(e5 + o5, y, 5, ys)
+        storeLanes(e5 - o5, y, 6, ys)
+        storeLanes(x7 - x1 + 5.25 * (x3 - x5), y, 7, ys)
+    }
+    @inline(__always) public static func inputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        let x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs), x6 = loadLanes(x, 6, xs), x7 = loadLanes(x, 7, xs)
+        let s1 = x1 + x2, d1 = x1 - x2, s3 = x3 + x4, d3 = x3 - x4, s5 = x5 + x6, d5 = x5 - x6
+        storeLanes(x0, y, 0, ys)
+        storeLanes(c180 * d3 + c64_45 * d5 - twoNinths * d1 - x7, y, 1, ys)
+        storeLanes(c360 * s3 + c128_45 * s5 - twoNinths * s1 - 5.25 * x0, y, 2, ys)
+        storeLanes(seventeenEighteenths * d1 - c36 * d3 - c16_9 * d5 + 5.25 * x7, y, 3, ys)
+        storeLanes(5.25 * x0 + seventeenEighteenths * s1 - c72 * s3 - c32_9 * s5, y, 4, ys)
+        storeLanes(c45 * d3 + c16_45 * d5 - twoNinths * d1 - 5.25 * x7, y, 5, ys)
+        storeLanes(c90 * s3 + c32_45 * s5 - twoNinths * s1 - x0, y, 6, ys)
+        storeLanes(x7, y, 7, ys)
+    }
+    @inline(__always) public static func outputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        let x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs), x6 = loadLanes(x, 6, xs), x7 = loadLanes(x, 7, xs)
+        let s1 = x1 + x2, d1 = x1 - x2, s3 = x3 + x4, d3 = x3 - x4, s5 = x5 + x6, d5 = x5 - x6
+        storeLanes(x0 + s1 + s3 + s5, y, 0, ys)
+        storeLanes(d1 + 2 * d3 + 0.5 * d5, y, 1, ys)
+        storeLanes(s1 + 4 * s3 + 0.25 * s5, y, 2, ys)
+        storeLanes(d1 + 8 * d3 + 0.125 * d5 + x7, y, 3, ys)
+    }
+    @inline(__always) public static func outputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
+        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs), x3 = loadLanes(x, 3, xs)
+        storeLanes(x0, y, 0, ys)
+        let e1 = x0 + x2, o1 = x1 + x3
+        storeLanes(e1 + o1, y, 1, ys)
+        storeLanes(e1 - o1, y, 2, ys)
+        let e3 = x0 + 4 * x2, o3 = 2 * x1 + 8 * x3
+        storeLanes(e3 + o3, y, 3, ys)
+        storeLanes(e3 - o3, y, 4, ys)
+        let e5 = x0 + 0.25 * x2, o5 = 0.5 * x1 + 0.125 * x3
+        storeLanes(e5 + o5, y, 5, ys)
+        storeLanes(e5 - o5, y, 6, ys)
+        storeLanes(x3, y, 7, ys)
+    }
+}
+
+/// The tiles of a stride-1 layer and the transforms between feature maps and the Winograd domain, a row of tiles at a
+/// time and all in vectors. m = 2: the transform along y runs on whole padded rows (16 columns at a time), the one
+/// along x on their even and odd columns (8 lanes over the tiles of the row, in one or two halves: up to 16 tiles,
+/// outputs ≤ 32 wide). m = 4: one vector of up to 8 tiles a row (outputs ≤ 32 wide); along y on 32 columns at a
+/// time, along x on their four phases (columns 4l + p). Each transform dispatches once on α to code written for its
+/// tile (`WinogradAxis`).
 struct WinogradTiles {
     typealias Vector = SIMD8<Float>      // one lane a tile of (half) a row
     typealias Row = SIMD16<Float>        // one lane a column of a row
@@ -178,26 +251,35 @@ struct WinogradTiles {
     static let rowFloats = 48            // a padded row buffer: columns −pad …, three rows of 16 lanes
     let geometry: ConvGeometry
     let alpha: Int
+    let outputTile: Int                  // m
     let tilesHigh: Int, tilesWide: Int
     let halves: Int                      // vectors of tiles a row
     var tilesPerImage: Int { tilesHigh * tilesWide }
-    let unusedColumns: [SIMDMask<SIMD16<Int32>>]   // of each half: the columns of tiles past the row's end
+    let unusedColumns: [SIMDMask<SIMD16<Int32>>]   // m = 2, of each half: the columns of tiles past the row's end
+    let unusedLanes: SIMDMask<SIMD8<Int32>>        // m = 4: the lanes past the row's tiles
 
-    /// Whether a layer of this geometry can run: m = 2 with a 3 × 3 or 5 × 5 kernel, and a row of tiles fits in two
-    /// vectors.
+    /// Whether a layer of this geometry can run: stride 1; F(2 × 2) with a 3 × 3 or 5 × 5 kernel and a row of tiles
+    /// in two vectors, or F(4 × 4, 5 × 5) and a row of tiles in one (every tap inside a row buffer's first 36 columns).
     static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
-        w.outputTile == 2 && (w.kernel == 3 || w.kernel == 5) && g.stride == 1 && (g.outputWidth + 1) / 2 <= 2 * lanes
-            && g.inputWidth + 2 * g.pad <= 32
+        guard g.stride == 1 else { return false }
+        switch (w.outputTile, w.kernel) {
+        case (2, 3), (2, 5): return (g.outputWidth + 1) / 2 <= 2 * lanes && g.inputWidth + 2 * g.pad <= 32
+        case (4, 5): return (g.outputWidth + 3) / 4 <= lanes && g.inputWidth + 2 * g.pad <= 36
+        default: return false
+        }
     }
 
     init(geometry g: ConvGeometry, transform: WinogradTransform) {
         precondition(Self.supports(g, transform))
         geometry = g
         alpha = transform.tile
-        tilesHigh = (g.outputHeight + 1) / 2
-        tilesWide = (g.outputWidth + 1) / 2
+        let m = transform.outputTile
+        outputTile = m
+        tilesHigh = (g.outputHeight + m - 1) / m
+        tilesWide = (g.outputWidth + m - 1) / m
         halves = (tilesWide + Self.lanes - 1) / Self.lanes
-        unusedColumns = (0..<halves).map { [tilesWide] half in Self.columnMask(firstTile: Self.lanes * half, tiles: tilesWide) }
+        unusedColumns = m == 2 ? (0..<halves).map { [tilesWide] half in Self.columnMask(firstTile: Self.lanes * half, tiles: tilesWide) } : []
+        unusedLanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) .>= SIMD8<Int32>(repeating: Int32(tilesWide))
     }
     static func roundUp(_ n: Int) -> Int { (n + lanes - 1) / lanes * lanes }
 
@@ -209,7 +291,22 @@ struct WinogradTiles {
     /// Floats of scratch one thread's transforms need (the largest of the four's layouts, given in each).
     var scratchFloats: Int {
         let a = alpha, R = Self.rowFloats, L = Self.lanes
+        if outputTile == 4 { return max(a * R + 32 * a + a * a * L, 32 * a + 4 * L + 128, 4 * R + 32 * a + 4 * L, 2 * a * R + a * L + 32) }
         return max(a * R + 2 * a * L + a * a * L, 16 * a + 2 * L + 32, 2 * R + 16 * a + 2 * L, 2 * a * R + a * L)
+    }
+
+    /// The four phases of 32 floats: lane l of phase p is x[4l + p].
+    @inline(__always) static func phases(_ x: UnsafePointer<Float>) -> (Vector, Vector, Vector, Vector) {
+        let a = loadRow(x), b = loadRow(x + 16)
+        let even = Row(lowHalf: a.evenHalf, highHalf: b.evenHalf), odd = Row(lowHalf: a.oddHalf, highHalf: b.oddHalf)
+        return (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
+    }
+    /// The inverse of `phases`: out[4l + p] = phase p's lane l, 32 floats.
+    @inline(__always) static func interleave(_ p0: Vector, _ p1: Vector, _ p2: Vector, _ p3: Vector, into out: UnsafeMutablePointer<Float>) {
+        var even = Row(), odd = Row(), a = Row(), b = Row()
+        even.evenHalf = p0; even.oddHalf = p2; odd.evenHalf = p1; odd.oddHalf = p3
+        a.evenHalf = even.lowHalf; a.oddHalf = odd.lowHalf; b.evenHalf = even.highHalf; b.oddHalf = odd.highHalf
+        storeRow(a, out); storeRow(b, out + 16)
     }
 
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
@@ -226,10 +323,10 @@ struct WinogradTiles {
     /// vectors: a row of tiles may spill into the next one, written after it, and ld leaves a vector of room at the end.
     func transformInput(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
                         into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        if alpha == 4 {
-            transformInput(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
-        } else {
-            transformInput(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
+        switch alpha {
+        case 4: transformInput(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
+        case 6: transformInput(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
+        default: transformInputFour(WinogradF4x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
         }
     }
     @inline(__always)
@@ -273,11 +370,12 @@ struct WinogradTiles {
     /// cropped to the output plane (images `imageStride` apart).
     func transformOutput(_ yHat: UnsafePointer<Float>, rowStride: Int, images: Range<Int>, bias: Float, relu: Bool,
                          into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        if alpha == 4 {
-            transformOutput(WinogradF2x3.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
+        switch alpha {
+        case 4: transformOutput(WinogradF2x3.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
                             into: plane, imageStride: imageStride, scratch: scratch)
-        } else {
-            transformOutput(WinogradF2x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
+        case 6: transformOutput(WinogradF2x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
+                            into: plane, imageStride: imageStride, scratch: scratch)
+        default: transformOutputFour(WinogradF4x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
                             into: plane, imageStride: imageStride, scratch: scratch)
         }
     }
@@ -316,11 +414,12 @@ struct WinogradTiles {
     /// dŶ (α², ·, ld) at `rowStride` per ξ = A dy Aᵀ of every tile's 2 × 2 output gradients (zero where cropped).
     func transformOutputGradient(_ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
                                  into dyHat: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        if alpha == 4 {
-            transformOutputGradient(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: dyHat,
+        switch alpha {
+        case 4: transformOutputGradient(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: dyHat,
                                     rowStride: rowStride, scratch: scratch)
-        } else {
-            transformOutputGradient(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
+        case 6: transformOutputGradient(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
+                                    rowStride: rowStride, scratch: scratch)
+        default: transformOutputGradientFour(WinogradF4x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
                                     rowStride: rowStride, scratch: scratch)
         }
     }
@@ -358,11 +457,12 @@ struct WinogradTiles {
     /// Adds B dV Bᵀ of every tile to the input gradient plane (images `imageStride` apart), skipping the padding.
     func addInputGradient(_ dv: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
                           into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        if alpha == 4 {
-            addInputGradient(WinogradF2x3.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
+        switch alpha {
+        case 4: addInputGradient(WinogradF2x3.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
                              scratch: scratch)
-        } else {
-            addInputGradient(WinogradF2x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
+        case 6: addInputGradient(WinogradF2x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
+                             scratch: scratch)
+        default: addInputGradientFour(WinogradF4x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
                              scratch: scratch)
         }
     }
@@ -406,6 +506,135 @@ struct WinogradTiles {
         }
     }
 
+    // m = 4: tile l of a row reads its tap j at padded column 4l + j, which is phase j mod 4 of the 32 columns from
+    // 4·⌊j / 4⌋; one vector of tiles a row.
+
+    /// `transformInput` for m = 4.
+    @inline(__always)
+    private func transformInputFour<K: WinogradAxis>(_: K.Type, _ plane: UnsafePointer<Float>, imageStride: Int, images: Range<Int>,
+                                                     into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let rows = scratch, columns = rows + a * R, taps = columns + 32 * a   // rows (α, R), columns (α, 32), taps (α, α, 8)
+        rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for i in 0..<a {
+                    let y = 4 * ty - g.pad + i, row = rows + i * R + g.pad
+                    if y >= 0 && y < g.inputHeight { row.update(from: image + y * W, count: W) }
+                    else { row.update(repeating: 0, count: W) }
+                }
+                for shift in 0..<(a / 4) {
+                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i, the 32 columns from 4·shift; tile l's taps 4·shift + p are
+                    // their phases p
+                    for block in 0..<4 { K.inputMap(rows + 4 * shift + L * block, R, columns + L * block, 32) }
+                    for k in 0..<a {
+                        let (p0, p1, p2, p3) = Self.phases(columns + 32 * k), t = taps + (k * a + 4 * shift) * L
+                        Self.store(p0, t); Self.store(p1, t + L); Self.store(p2, t + 2 * L); Self.store(p3, t + 3 * L)
+                    }
+                }
+                // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](4tx + j)
+                for k in 0..<a { K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first, rowStride) }
+            }
+        }
+    }
+
+    /// `transformOutput` for m = 4.
+    @inline(__always)
+    private func transformOutputFour<K: WinogradAxis>(_: K.Type, _ yHat: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
+                                                      bias: Float, relu: Bool, into plane: UnsafeMutablePointer<Float>,
+                                                      imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, a = K.alpha, L = Self.lanes
+        let z = scratch, phases = z + 32 * a, out = phases + 4 * L     // z: (α, 32) columns, phases: (4, 8), out: (4, 32)
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for k in 0..<a {
+                    // along x: Z[k](4tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
+                    K.outputMap(yHat + k * a * rowStride + first, rowStride, phases, L)
+                    Self.interleave(Self.load(phases), Self.load(phases + L), Self.load(phases + 2 * L), Self.load(phases + 3 * L),
+                                    into: z + 32 * k)
+                }
+                // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
+                for block in 0..<4 { K.outputMap(z + L * block, 32, out + L * block, 32) }
+                for i in 0..<min(4, g.outputHeight - 4 * ty) {
+                    let src = out + 32 * i, dst = image + (4 * ty + i) * outW
+                    if relu { for x in 0..<outW { dst[x] = max(src[x] + bias, 0) } }
+                    else { for x in 0..<outW { dst[x] = src[x] + bias } }
+                }
+            }
+        }
+    }
+
+    /// `transformOutputGradient` for m = 4.
+    @inline(__always)
+    private func transformOutputGradientFour<K: WinogradAxis>(_: K.Type, _ plane: UnsafePointer<Float>, imageStride: Int,
+                                                              images: Range<Int>, into dyHat: UnsafeMutablePointer<Float>,
+                                                              rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let rows = scratch, columns = rows + 4 * R, phases = columns + 32 * a   // rows (4, R), columns (α, 32), phases (4, 8)
+        rows.update(repeating: 0, count: 4 * R)      // the columns past the output stay zero
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                for i in 0..<4 {
+                    let y = 4 * ty + i, row = rows + i * R
+                    if y < g.outputHeight { row.update(from: image + y * outW, count: outW) }
+                    else { row.update(repeating: 0, count: outW) }
+                }
+                // along y: T[k] = Σ_i A[k, i] · dy row i, 32 columns
+                for block in 0..<4 { K.outputAdjoint(rows + L * block, R, columns + L * block, 32) }
+                for k in 0..<a {
+                    // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](4tx + j)
+                    let (p0, p1, p2, p3) = Self.phases(columns + 32 * k)
+                    Self.store(p0, phases); Self.store(p1, phases + L); Self.store(p2, phases + 2 * L); Self.store(p3, phases + 3 * L)
+                    K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first, rowStride)
+                }
+            }
+        }
+    }
+
+    /// `addInputGradient` for m = 4.
+    @inline(__always)
+    private func addInputGradientFour<K: WinogradAxis>(_: K.Type, _ dv: UnsafePointer<Float>, rowStride: Int, images: Range<Int>,
+                                                       into plane: UnsafeMutablePointer<Float>, imageStride: Int,
+                                                       scratch: UnsafeMutablePointer<Float>) {
+        let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
+        let z = scratch, out = z + a * R, taps = out + a * R, spread = taps + a * L   // z, out: (α, R); taps: (α, 8); spread: 32
+        let unused = unusedLanes
+        for n in images {
+            let image = plane + n * imageStride
+            for ty in 0..<tilesHigh {
+                let first = firstTile(image: n, row: ty, of: images)
+                z.update(repeating: 0, count: a * R)
+                for k in 0..<a {
+                    // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx); Z[k](4tx + j) sums the tiles' G[j] (they overlap):
+                    // taps 4·shift + p are phase p of the 32 columns from 4·shift
+                    K.inputAdjoint(dv + k * a * rowStride + first, rowStride, taps, L)
+                    for shift in 0..<(a / 4) {
+                        // lanes past the row's tiles hold another row's values
+                        @inline(__always) func tap(_ p: Int) -> Vector { Self.load(taps + (4 * shift + p) * L).replacing(with: 0, where: unused) }
+                        Self.interleave(tap(0), tap(1), tap(2), tap(3), into: spread)
+                        let row = z + k * R + 4 * shift
+                        Self.storeRow(Self.loadRow(row) + Self.loadRow(spread), row)
+                        Self.storeRow(Self.loadRow(row + 16) + Self.loadRow(spread + 16), row + 16)
+                    }
+                }
+                // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
+                for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
+                for i in 0..<a {
+                    let y = 4 * ty - g.pad + i
+                    guard y >= 0 && y < g.inputHeight else { continue }
+                    let src = out + i * R + g.pad, dst = image + y * W
+                    for x in 0..<W { dst[x] += src[x] }
+                }
+            }
+        }
+    }
+
     /// The columns (2tx + j, 16 lanes) of a half whose tile firstTile + tx is past the row's `tiles`.
     static func columnMask(firstTile: Int, tiles: Int) -> SIMDMask<SIMD16<Int32>> {
         var lane = SIMD16<Int32>()
@@ -420,9 +649,8 @@ extension Convolution {
     /// Emerald Rapids VM) gave conv2 forward + backward in 0.62–0.81× im2col's time and conv3–conv5 in 0.49–0.76×, from
     /// W = 1/16 (3 input channels to conv2) to W = 1. With the loops over the matrices' entries it took 48 input channels.
     public var winograd: WinogradTransform? {
-        guard winogradUse != .never, geometry.stride == 1,
-              let w = WinogradTransform.forKernel(geometry.kernel), WinogradTiles.supports(geometry, w) else { return nil }
-        return w
+        guard winogradUse != .never, geometry.stride == 1 else { return nil }
+        return WinogradTransform.candidates(forKernel: geometry.kernel).first { WinogradTiles.supports(geometry, $0) }
     }
 
     /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
