@@ -21,7 +21,7 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// The maps written out term by term for the tiles the layers run (WinogradF2x3, WinogradF2x5, WinogradF4x5)
+    /// The maps written out term by term for the tiles the layers run (WinogradF2x3, WinogradF4x5)
     /// against the matrices `WinogradTransform` derives from the interpolation points: Bᵀ, B, Aᵀ and A on eight lanes.
     func testWrittenOutMapsAreTheDerivedMatrices() {
         func check<K: WinogradAxis>(_ axis: K.Type, outputTile m: Int = 2, kernel r: Int) {
@@ -49,7 +49,6 @@ final class WinogradConvolutionTests: XCTestCase {
             }
         }
         check(WinogradF2x3.self, kernel: 3)
-        check(WinogradF2x5.self, kernel: 5)
         check(WinogradF4x5.self, outputTile: 4, kernel: 5)
     }
 
@@ -84,7 +83,7 @@ final class WinogradConvolutionTests: XCTestCase {
             return (y, dx, dw, db)
         }
         let fast = run(layer), reference = run(plain)
-        // float32 rounding of the transforms: F(2, 3)'s matrices hold 0, ±1, ±½; F(2, 5)'s fractions down to 1/24
+        // float32 rounding of the transforms: F(2, 3)'s matrices hold 0, ±1, ±½; F(4, 5)'s fractions down to 1/360
         let tolerance = layer.geometry.kernel == 3 ? 2e-6 : 2e-5
         XCTAssertLessThan(relativeError(fast.y, reference.y), tolerance, "\(name): output", file: file, line: line)
         XCTAssertLessThan(relativeError(fast.dx, reference.dx), tolerance, "\(name): input gradient", file: file, line: line)

@@ -1,7 +1,7 @@
 // Winograd minimal filtering F(m × m, r × r) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks")
 // for the stride-1 layers, forward and backward side by side: conv3–conv5 (F(2 × 2, 3 × 3)) do 2.25× fewer
-// multiplications than im2col + sgemm, conv2 (F(4 × 4, 5 × 5)) 6.25× fewer (F(2 × 2, 5 × 5), 2.8× fewer, where its
-// rows are too wide), as α² = (m + r − 1)² sgemms of (output channels × input channels × tiles) a chunk of tiles.
+// multiplications than im2col + sgemm, conv2 (F(4 × 4, 5 × 5)) 6.25× fewer, as α² = (m + r − 1)² sgemms of
+// (output channels × input channels × tiles) a chunk of tiles.
 //
 // Forward, one tile of α × α inputs d and one filter g (r × r):  y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A   (m × m outputs).
 // Backward is the exact adjoint of the same linear maps: with dŶ = A dy Aᵀ,
@@ -62,14 +62,15 @@ public struct WinogradTransform: Sendable, Equatable {
         return inv
     }
 
-    /// The Winograd tiles a stride-1 layer with an r × r kernel may run, best first (none: im2col + sgemm stays).
-    /// 5 × 5: F(4 × 4) does 2.25× fewer multiplications than F(2 × 2) and transforms 2.25× less data; its float32
-    /// error is about twice F(2 × 2)'s (a few 10⁻⁶ of the output: points up to ±2 and ±½, as NNPACK's F(6 × 6, 3 × 3)).
-    public static func candidates(forKernel r: Int) -> [WinogradTransform] {
+    /// The Winograd tile for a stride-1 layer with an r × r kernel, or nil where im2col + sgemm stays. 5 × 5: F(4 × 4)
+    /// does 2.25× fewer multiplications than F(2 × 2) and transforms 2.25× less data (`bench-convolutions`, W = 1,
+    /// batch 128: conv2 forward + backward 215 against 425 ms on the Emerald Rapids VM); its float32 error is about
+    /// twice F(2 × 2)'s, a few 10⁻⁶ of the output (points up to ±2 and ±½, as NNPACK's F(6 × 6, 3 × 3)).
+    public static func forKernel(_ r: Int) -> WinogradTransform? {
         switch r {
-        case 3: return [WinogradTransform(outputTile: 2, kernel: 3)]
-        case 5: return [WinogradTransform(outputTile: 4, kernel: 5), WinogradTransform(outputTile: 2, kernel: 5)]
-        default: return []
+        case 3: return WinogradTransform(outputTile: 2, kernel: 3)
+        case 5: return WinogradTransform(outputTile: 4, kernel: 5)
+        default: return nil
         }
     }
 }
@@ -127,49 +128,6 @@ public enum WinogradF2x3: WinogradAxis {
         storeLanes(x0 + x1, y, 1, ys)
         storeLanes(x0 - x1, y, 2, ys)
         storeLanes(x1, y, 3, ys)
-    }
-}
-
-/// F(2 × 2, 5 × 5), α = 6, points 0, ±1, ±2 and ∞: Bᵀ's rows are
-/// [1 0 −5/4 0 ¼ 0], [0 ⅔ ⅔ −⅙ −⅙ 0], [0 −⅔ ⅔ ⅙ −⅙ 0], [0 −1/12 −1/24 1/12 1/24 0], [0 1/12 −1/24 −1/12 1/24 0],
-/// [0 4 0 −5 0 1]; Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 1].
-public enum WinogradF2x5: WinogradAxis {
-    public static var alpha: Int { 6 }
-    static let twoThirds: Float = 2 / 3, sixth: Float = 1 / 6, twelfth: Float = 1 / 12, twentyFourth: Float = 1 / 24
-    @inline(__always) public static func inputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
-        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
-        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
-        storeLanes(x0 - 1.25 * x2 + 0.25 * x4, y, 0, ys)
-        storeLanes(twoThirds * (x1 + x2) - sixth * (x3 + x4), y, 1, ys)
-        storeLanes(twoThirds * (x2 - x1) + sixth * (x3 - x4), y, 2, ys)
-        storeLanes(twelfth * (x3 - x1) + twentyFourth * (x4 - x2), y, 3, ys)
-        storeLanes(twelfth * (x1 - x3) + twentyFourth * (x4 - x2), y, 4, ys)
-        storeLanes(4 * x1 - 5 * x3 + x5, y, 5, ys)
-    }
-    @inline(__always) public static func inputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
-        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
-        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
-        storeLanes(x0, y, 0, ys)
-        storeLanes(twoThirds * (x1 - x2) + twelfth * (x4 - x3) + 4 * x5, y, 1, ys)
-        storeLanes(twoThirds * (x1 + x2) - twentyFourth * (x3 + x4) - 1.25 * x0, y, 2, ys)
-        storeLanes(sixth * (x2 - x1) + twelfth * (x3 - x4) - 5 * x5, y, 3, ys)
-        storeLanes(0.25 * x0 - sixth * (x1 + x2) + twentyFourth * (x3 + x4), y, 4, ys)
-        storeLanes(x5, y, 5, ys)
-    }
-    @inline(__always) public static func outputMap(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
-        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs), x2 = loadLanes(x, 2, xs)
-        let x3 = loadLanes(x, 3, xs), x4 = loadLanes(x, 4, xs), x5 = loadLanes(x, 5, xs)
-        storeLanes(x0 + x1 + x2 + x3 + x4, y, 0, ys)
-        storeLanes(x1 - x2 + 2 * (x3 - x4) + x5, y, 1, ys)
-    }
-    @inline(__always) public static func outputAdjoint(_ x: UnsafePointer<Float>, _ xs: Int, _ y: UnsafeMutablePointer<Float>, _ ys: Int) {
-        let x0 = loadLanes(x, 0, xs), x1 = loadLanes(x, 1, xs)
-        storeLanes(x0, y, 0, ys)
-        storeLanes(x0 + x1, y, 1, ys)
-        storeLanes(x0 - x1, y, 2, ys)
-        storeLanes(x0 + 2 * x1, y, 3, ys)
-        storeLanes(x0 - 2 * x1, y, 4, ys)
-        storeLanes(x1, y, 5, ys)
     }
 }
 
@@ -258,12 +216,12 @@ struct WinogradTiles {
     let unusedColumns: [SIMDMask<SIMD16<Int32>>]   // m = 2, of each half: the columns of tiles past the row's end
     let unusedLanes: SIMDMask<SIMD8<Int32>>        // m = 4: the lanes past the row's tiles
 
-    /// Whether a layer of this geometry can run: stride 1; F(2 × 2) with a 3 × 3 or 5 × 5 kernel and a row of tiles
-    /// in two vectors, or F(4 × 4, 5 × 5) and a row of tiles in one (every tap inside a row buffer's first 36 columns).
+    /// Whether a layer of this geometry can run: stride 1; F(2 × 2, 3 × 3) and a row of tiles in two vectors, or
+    /// F(4 × 4, 5 × 5) and a row of tiles in one (every tap inside a row buffer's first 36 columns).
     static func supports(_ g: ConvGeometry, _ w: WinogradTransform) -> Bool {
         guard g.stride == 1 else { return false }
         switch (w.outputTile, w.kernel) {
-        case (2, 3), (2, 5): return (g.outputWidth + 1) / 2 <= 2 * lanes && g.inputWidth + 2 * g.pad <= 32
+        case (2, 3): return (g.outputWidth + 1) / 2 <= 2 * lanes && g.inputWidth + 2 * g.pad <= 32
         case (4, 5): return (g.outputWidth + 3) / 4 <= lanes && g.inputWidth + 2 * g.pad <= 36
         default: return false
         }
@@ -325,7 +283,6 @@ struct WinogradTiles {
                         into v: UnsafeMutablePointer<Float>, rowStride: Int, scratch: UnsafeMutablePointer<Float>) {
         switch alpha {
         case 4: transformInput(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
-        case 6: transformInput(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
         default: transformInputFour(WinogradF4x5.self, plane, imageStride: imageStride, images: images, into: v, rowStride: rowStride, scratch: scratch)
         }
     }
@@ -373,8 +330,6 @@ struct WinogradTiles {
         switch alpha {
         case 4: transformOutput(WinogradF2x3.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
                             into: plane, imageStride: imageStride, scratch: scratch)
-        case 6: transformOutput(WinogradF2x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
-                            into: plane, imageStride: imageStride, scratch: scratch)
         default: transformOutputFour(WinogradF4x5.self, yHat, rowStride: rowStride, images: images, bias: bias, relu: relu,
                             into: plane, imageStride: imageStride, scratch: scratch)
         }
@@ -417,8 +372,6 @@ struct WinogradTiles {
         switch alpha {
         case 4: transformOutputGradient(WinogradF2x3.self, plane, imageStride: imageStride, images: images, into: dyHat,
                                     rowStride: rowStride, scratch: scratch)
-        case 6: transformOutputGradient(WinogradF2x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
-                                    rowStride: rowStride, scratch: scratch)
         default: transformOutputGradientFour(WinogradF4x5.self, plane, imageStride: imageStride, images: images, into: dyHat,
                                     rowStride: rowStride, scratch: scratch)
         }
@@ -459,8 +412,6 @@ struct WinogradTiles {
                           into plane: UnsafeMutablePointer<Float>, imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
         switch alpha {
         case 4: addInputGradient(WinogradF2x3.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
-                             scratch: scratch)
-        case 6: addInputGradient(WinogradF2x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
                              scratch: scratch)
         default: addInputGradientFour(WinogradF4x5.self, dv, rowStride: rowStride, images: images, into: plane, imageStride: imageStride,
                              scratch: scratch)
@@ -649,8 +600,9 @@ extension Convolution {
     /// Emerald Rapids VM) gave conv2 forward + backward in 0.62–0.81× im2col's time and conv3–conv5 in 0.49–0.76×, from
     /// W = 1/16 (3 input channels to conv2) to W = 1. With the loops over the matrices' entries it took 48 input channels.
     public var winograd: WinogradTransform? {
-        guard winogradUse != .never, geometry.stride == 1 else { return nil }
-        return WinogradTransform.candidates(forKernel: geometry.kernel).first { WinogradTiles.supports(geometry, $0) }
+        guard winogradUse != .never, geometry.stride == 1,
+              let w = WinogradTransform.forKernel(geometry.kernel), WinogradTiles.supports(geometry, w) else { return nil }
+        return w
     }
 
     /// Images a Winograd chunk covers: about the column budget ÷ 256 tiles (512 by default, at least one image): enough
