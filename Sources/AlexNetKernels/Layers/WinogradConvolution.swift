@@ -246,6 +246,12 @@ struct WinogradTiles {
         ((image - images.lowerBound) * tilesHigh + row) * tilesWide
     }
 
+    /// Runs body(offset of the image in its plane, tile row, chunk column of the row's first tile) for every tile row
+    /// of `images`, image by image.
+    @inline(__always) func forEachTileRow(of images: Range<Int>, imageStride: Int, _ body: (Int, Int, Int) -> Void) {
+        for n in images { for ty in 0..<tilesHigh { body(n * imageStride, ty, firstTile(image: n, row: ty, of: images)) } }
+    }
+
     /// Floats of scratch one thread's transforms need (the largest of the four's layouts, given in each).
     var scratchFloats: Int {
         let a = alpha, R = Self.rowFloats, L = Self.lanes
@@ -259,6 +265,31 @@ struct WinogradTiles {
         let even = Row(lowHalf: a.evenHalf, highHalf: b.evenHalf), odd = Row(lowHalf: a.oddHalf, highHalf: b.oddHalf)
         return (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
     }
+    /// Rows firstRow ..< firstRow + count of a height × width plane into row buffers `stride` apart (zeros for the
+    /// rows outside the plane).
+    @inline(__always) static func gatherRows(_ image: UnsafePointer<Float>, height: Int, width: Int, firstRow: Int, count: Int,
+                                             into rows: UnsafeMutablePointer<Float>, stride: Int) {
+        for i in 0..<count {
+            let y = firstRow + i, row = rows + i * stride
+            if y >= 0 && y < height { row.update(from: image + y * width, count: width) } else { row.update(repeating: 0, count: width) }
+        }
+    }
+    /// Adds row buffers `stride` apart to rows firstRow ..< firstRow + count of a height × width plane, skipping the
+    /// rows outside it.
+    @inline(__always) static func addRows(_ rows: UnsafePointer<Float>, stride: Int, count: Int, firstRow: Int,
+                                          into image: UnsafeMutablePointer<Float>, height: Int, width: Int) {
+        for i in 0..<count {
+            let y = firstRow + i
+            guard y >= 0 && y < height else { continue }
+            let src = rows + i * stride, dst = image + y * width
+            for x in 0..<width { dst[x] += src[x] }
+        }
+    }
+    /// dst[x] = src[x] + bias, clamped at 0 if `relu`, for x < count.
+    @inline(__always) static func putRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count: Int, bias: Float, relu: Bool) {
+        if relu { for x in 0..<count { dst[x] = max(src[x] + bias, 0) } } else { for x in 0..<count { dst[x] = src[x] + bias } }
+    }
+
     /// The inverse of `phases`: out[4l + p] = phase p's lane l, 32 floats.
     @inline(__always) static func interleave(_ p0: Vector, _ p1: Vector, _ p2: Vector, _ p3: Vector, into out: UnsafeMutablePointer<Float>) {
         var even = Row(), odd = Row(), a = Row(), b = Row()
@@ -292,32 +323,25 @@ struct WinogradTiles {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let rows = scratch, columns = rows + a * R, taps = columns + 2 * a * L   // columns: (α, 16), taps: (α, α, 8)
         rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for i in 0..<a {
-                    let y = 2 * ty - g.pad + i, row = rows + i * R + g.pad
-                    if y >= 0 && y < g.inputHeight { row.update(from: image + y * W, count: W) }
-                    else { row.update(repeating: 0, count: W) }
-                }
-                for h in 0..<halves {
-                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i from column 16h + 2s; tile tx of the half reads its taps
-                    // j = 2s, 2s + 1 as the even and odd columns
-                    for shift in 0..<((a + 1) / 2) {
-                        let from = rows + 16 * h + 2 * shift
-                        K.inputMap(from, R, columns, 16)
-                        K.inputMap(from + L, R, columns + L, 16)
-                        for k in 0..<a {
-                            let t = Self.loadRow(columns + 16 * k)
-                            Self.store(t.evenHalf, taps + (k * a + 2 * shift) * L)
-                            if 2 * shift + 1 < a { Self.store(t.oddHalf, taps + (k * a + 2 * shift + 1) * L) }
-                        }
-                    }
-                    // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](2tx + j)
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            Self.gatherRows(image, height: g.inputHeight, width: W, firstRow: 2 * ty - g.pad, count: a, into: rows + g.pad, stride: R)
+            for h in 0..<halves {
+                // along y: T[k] = Σ_i Bᵀ[k, i] · row i from column 16h + 2s; tile tx of the half reads its taps
+                // j = 2s, 2s + 1 as the even and odd columns
+                for shift in 0..<((a + 1) / 2) {
+                    let from = rows + 16 * h + 2 * shift
+                    K.inputMap(from, R, columns, 16)
+                    K.inputMap(from + L, R, columns + L, 16)
                     for k in 0..<a {
-                        K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first + L * h, rowStride)
+                        let t = Self.loadRow(columns + 16 * k)
+                        Self.store(t.evenHalf, taps + (k * a + 2 * shift) * L)
+                        if 2 * shift + 1 < a { Self.store(t.oddHalf, taps + (k * a + 2 * shift + 1) * L) }
                     }
+                }
+                // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](2tx + j)
+                for k in 0..<a {
+                    K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first + L * h, rowStride)
                 }
             }
         }
@@ -340,27 +364,22 @@ struct WinogradTiles {
                                                   imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
         let g = geometry, outW = g.outputWidth, a = K.alpha, L = Self.lanes
         let z = scratch, pair = z + 16 * a, out = pair + 2 * L     // z: (α, 16) columns, pair: (2, 8), out: (2, 16)
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for h in 0..<halves {
-                    for k in 0..<a {
-                        // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx), j = 0, 1 the even and odd columns
-                        K.outputMap(yHat + k * a * rowStride + first + L * h, rowStride, pair, L)
-                        var row = Row()
-                        row.evenHalf = Self.load(pair); row.oddHalf = Self.load(pair + L)
-                        Self.storeRow(row, z + 16 * k)
-                    }
-                    // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
-                    K.outputMap(z, 16, out, 16)
-                    K.outputMap(z + L, 16, out + L, 16)
-                    let x0 = 16 * h, width = min(16, outW - x0)
-                    for i in 0..<min(2, g.outputHeight - 2 * ty) {
-                        let src = out + 16 * i, dst = image + (2 * ty + i) * outW + x0
-                        if relu { for x in 0..<width { dst[x] = max(src[x] + bias, 0) } }
-                        else { for x in 0..<width { dst[x] = src[x] + bias } }
-                    }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            for h in 0..<halves {
+                for k in 0..<a {
+                    // along x: Z[k](2tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx), j = 0, 1 the even and odd columns
+                    K.outputMap(yHat + k * a * rowStride + first + L * h, rowStride, pair, L)
+                    var row = Row()
+                    row.evenHalf = Self.load(pair); row.oddHalf = Self.load(pair + L)
+                    Self.storeRow(row, z + 16 * k)
+                }
+                // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
+                K.outputMap(z, 16, out, 16)
+                K.outputMap(z + L, 16, out + L, 16)
+                let x0 = 16 * h, width = min(16, outW - x0)
+                for i in 0..<min(2, g.outputHeight - 2 * ty) {
+                    Self.putRow(out + 16 * i, image + (2 * ty + i) * outW + x0, count: width, bias: bias, relu: relu)
                 }
             }
         }
@@ -383,25 +402,18 @@ struct WinogradTiles {
         let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let rows = scratch, columns = rows + 2 * R, phases = columns + 16 * a   // columns: (α, 16), phases: (2, 8)
         rows.update(repeating: 0, count: 2 * R)      // the columns past the output stay zero
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for i in 0..<2 {
-                    let y = 2 * ty + i, row = rows + i * R
-                    if y < g.outputHeight { row.update(from: image + y * outW, count: outW) }
-                    else { row.update(repeating: 0, count: outW) }
-                }
-                for h in 0..<halves {
-                    // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ), columns 16h …
-                    K.outputAdjoint(rows + 16 * h, R, columns, 16)
-                    K.outputAdjoint(rows + 16 * h + L, R, columns + L, 16)
-                    for k in 0..<a {
-                        // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
-                        let t = Self.loadRow(columns + 16 * k)
-                        Self.store(t.evenHalf, phases); Self.store(t.oddHalf, phases + L)
-                        K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first + L * h, rowStride)
-                    }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            Self.gatherRows(image, height: g.outputHeight, width: outW, firstRow: 2 * ty, count: 2, into: rows, stride: R)
+            for h in 0..<halves {
+                // along y: T[k] = Σ_i A[k, i] · dy row i  (A = (Aᵀ)ᵀ), columns 16h …
+                K.outputAdjoint(rows + 16 * h, R, columns, 16)
+                K.outputAdjoint(rows + 16 * h + L, R, columns + L, 16)
+                for k in 0..<a {
+                    // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](2tx + j)
+                    let t = Self.loadRow(columns + 16 * k)
+                    Self.store(t.evenHalf, phases); Self.store(t.oddHalf, phases + L)
+                    K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first + L * h, rowStride)
                 }
             }
         }
@@ -424,36 +436,28 @@ struct WinogradTiles {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let z = scratch, out = z + a * R, taps = out + a * R    // z, out: (α, R); taps: (α, 8)
         let unused = unusedColumns
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                z.update(repeating: 0, count: a * R)
-                for k in 0..<a {
-                    for h in 0..<halves {
-                        // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) sums the tiles'
-                        // G[j]: taps 2s, 2s + 1 at columns 16h + 2s + (even, odd), the tiles overlapping
-                        K.inputAdjoint(dv + k * a * rowStride + first + L * h, rowStride, taps, L)
-                        for shift in 0..<((a + 1) / 2) {
-                            var pair = Row()
-                            pair.evenHalf = Self.load(taps + 2 * shift * L)
-                            if 2 * shift + 1 < a { pair.oddHalf = Self.load(taps + (2 * shift + 1) * L) }
-                            // lanes past the row's tiles hold another row's values
-                            pair = pair.replacing(with: 0, where: unused[h])
-                            let p = z + k * R + 16 * h + 2 * shift
-                            Self.storeRow(Self.loadRow(p) + pair, p)
-                        }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            z.update(repeating: 0, count: a * R)
+            for k in 0..<a {
+                for h in 0..<halves {
+                    // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx) (B = (Bᵀ)ᵀ); Z[k](2tx + j) sums the tiles'
+                    // G[j]: taps 2s, 2s + 1 at columns 16h + 2s + (even, odd), the tiles overlapping
+                    K.inputAdjoint(dv + k * a * rowStride + first + L * h, rowStride, taps, L)
+                    for shift in 0..<((a + 1) / 2) {
+                        var pair = Row()
+                        pair.evenHalf = Self.load(taps + 2 * shift * L)
+                        if 2 * shift + 1 < a { pair.oddHalf = Self.load(taps + (2 * shift + 1) * L) }
+                        // lanes past the row's tiles hold another row's values
+                        pair = pair.replacing(with: 0, where: unused[h])
+                        let p = z + k * R + 16 * h + 2 * shift
+                        Self.storeRow(Self.loadRow(p) + pair, p)
                     }
                 }
-                // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
-                for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
-                for i in 0..<a {
-                    let y = 2 * ty - g.pad + i
-                    guard y >= 0 && y < g.inputHeight else { continue }
-                    let src = out + i * R + g.pad, dst = image + y * W
-                    for x in 0..<W { dst[x] += src[x] }
-                }
             }
+            // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
+            for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
+            Self.addRows(out + g.pad, stride: R, count: a, firstRow: 2 * ty - g.pad, into: image, height: g.inputHeight, width: W)
         }
     }
 
@@ -467,27 +471,20 @@ struct WinogradTiles {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let rows = scratch, columns = rows + a * R, taps = columns + 32 * a   // rows (α, R), columns (α, 32), taps (α, α, 8)
         rows.update(repeating: 0, count: a * R)     // the padding columns stay zero
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for i in 0..<a {
-                    let y = 4 * ty - g.pad + i, row = rows + i * R + g.pad
-                    if y >= 0 && y < g.inputHeight { row.update(from: image + y * W, count: W) }
-                    else { row.update(repeating: 0, count: W) }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            Self.gatherRows(image, height: g.inputHeight, width: W, firstRow: 4 * ty - g.pad, count: a, into: rows + g.pad, stride: R)
+            for shift in 0..<(a / 4) {
+                // along y: T[k] = Σ_i Bᵀ[k, i] · row i, the 32 columns from 4·shift; tile l's taps 4·shift + p are
+                // their phases p
+                for block in 0..<4 { K.inputMap(rows + 4 * shift + L * block, R, columns + L * block, 32) }
+                for k in 0..<a {
+                    let (p0, p1, p2, p3) = Self.phases(columns + 32 * k), t = taps + (k * a + 4 * shift) * L
+                    Self.store(p0, t); Self.store(p1, t + L); Self.store(p2, t + 2 * L); Self.store(p3, t + 3 * L)
                 }
-                for shift in 0..<(a / 4) {
-                    // along y: T[k] = Σ_i Bᵀ[k, i] · row i, the 32 columns from 4·shift; tile l's taps 4·shift + p are
-                    // their phases p
-                    for block in 0..<4 { K.inputMap(rows + 4 * shift + L * block, R, columns + L * block, 32) }
-                    for k in 0..<a {
-                        let (p0, p1, p2, p3) = Self.phases(columns + 32 * k), t = taps + (k * a + 4 * shift) * L
-                        Self.store(p0, t); Self.store(p1, t + L); Self.store(p2, t + 2 * L); Self.store(p3, t + 3 * L)
-                    }
-                }
-                // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](4tx + j)
-                for k in 0..<a { K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first, rowStride) }
             }
+            // along x: V[k, b](tx) = Σ_j Bᵀ[b, j] · T[k](4tx + j)
+            for k in 0..<a { K.inputMap(taps + k * a * L, L, v + k * a * rowStride + first, rowStride) }
         }
     }
 
@@ -498,23 +495,18 @@ struct WinogradTiles {
                                                       imageStride: Int, scratch: UnsafeMutablePointer<Float>) {
         let g = geometry, outW = g.outputWidth, a = K.alpha, L = Self.lanes
         let z = scratch, phases = z + 32 * a, out = phases + 4 * L     // z: (α, 32) columns, phases: (4, 8), out: (4, 32)
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for k in 0..<a {
-                    // along x: Z[k](4tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
-                    K.outputMap(yHat + k * a * rowStride + first, rowStride, phases, L)
-                    Self.interleave(Self.load(phases), Self.load(phases + L), Self.load(phases + 2 * L), Self.load(phases + 3 * L),
-                                    into: z + 32 * k)
-                }
-                // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
-                for block in 0..<4 { K.outputMap(z + L * block, 32, out + L * block, 32) }
-                for i in 0..<min(4, g.outputHeight - 4 * ty) {
-                    let src = out + 32 * i, dst = image + (4 * ty + i) * outW
-                    if relu { for x in 0..<outW { dst[x] = max(src[x] + bias, 0) } }
-                    else { for x in 0..<outW { dst[x] = src[x] + bias } }
-                }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            for k in 0..<a {
+                // along x: Z[k](4tx + j) = Σ_b Aᵀ[j, b] · Ŷ[k, b](tx)
+                K.outputMap(yHat + k * a * rowStride + first, rowStride, phases, L)
+                Self.interleave(Self.load(phases), Self.load(phases + L), Self.load(phases + 2 * L), Self.load(phases + 3 * L),
+                                into: z + 32 * k)
+            }
+            // along y: out[i] = Σ_k Aᵀ[i, k] · Z[k]
+            for block in 0..<4 { K.outputMap(z + L * block, 32, out + L * block, 32) }
+            for i in 0..<min(4, g.outputHeight - 4 * ty) {
+                Self.putRow(out + 32 * i, image + (4 * ty + i) * outW, count: outW, bias: bias, relu: relu)
             }
         }
     }
@@ -527,23 +519,16 @@ struct WinogradTiles {
         let g = geometry, outW = g.outputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let rows = scratch, columns = rows + 4 * R, phases = columns + 32 * a   // rows (4, R), columns (α, 32), phases (4, 8)
         rows.update(repeating: 0, count: 4 * R)      // the columns past the output stay zero
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                for i in 0..<4 {
-                    let y = 4 * ty + i, row = rows + i * R
-                    if y < g.outputHeight { row.update(from: image + y * outW, count: outW) }
-                    else { row.update(repeating: 0, count: outW) }
-                }
-                // along y: T[k] = Σ_i A[k, i] · dy row i, 32 columns
-                for block in 0..<4 { K.outputAdjoint(rows + L * block, R, columns + L * block, 32) }
-                for k in 0..<a {
-                    // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](4tx + j)
-                    let (p0, p1, p2, p3) = Self.phases(columns + 32 * k)
-                    Self.store(p0, phases); Self.store(p1, phases + L); Self.store(p2, phases + 2 * L); Self.store(p3, phases + 3 * L)
-                    K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first, rowStride)
-                }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            Self.gatherRows(image, height: g.outputHeight, width: outW, firstRow: 4 * ty, count: 4, into: rows, stride: R)
+            // along y: T[k] = Σ_i A[k, i] · dy row i, 32 columns
+            for block in 0..<4 { K.outputAdjoint(rows + L * block, R, columns + L * block, 32) }
+            for k in 0..<a {
+                // along x: dŶ[k, b](tx) = Σ_j A[b, j] · T[k](4tx + j)
+                let (p0, p1, p2, p3) = Self.phases(columns + 32 * k)
+                Self.store(p0, phases); Self.store(p1, phases + L); Self.store(p2, phases + 2 * L); Self.store(p3, phases + 3 * L)
+                K.outputAdjoint(phases, L, dyHat + k * a * rowStride + first, rowStride)
             }
         }
     }
@@ -556,33 +541,25 @@ struct WinogradTiles {
         let g = geometry, W = g.inputWidth, R = Self.rowFloats, a = K.alpha, L = Self.lanes
         let z = scratch, out = z + a * R, taps = out + a * R, spread = taps + a * L   // z, out: (α, R); taps: (α, 8); spread: 32
         let unused = unusedLanes
-        for n in images {
-            let image = plane + n * imageStride
-            for ty in 0..<tilesHigh {
-                let first = firstTile(image: n, row: ty, of: images)
-                z.update(repeating: 0, count: a * R)
-                for k in 0..<a {
-                    // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx); Z[k](4tx + j) sums the tiles' G[j] (they overlap):
-                    // taps 4·shift + p are phase p of the 32 columns from 4·shift
-                    K.inputAdjoint(dv + k * a * rowStride + first, rowStride, taps, L)
-                    for shift in 0..<(a / 4) {
-                        // lanes past the row's tiles hold another row's values
-                        @inline(__always) func tap(_ p: Int) -> Vector { Self.load(taps + (4 * shift + p) * L).replacing(with: 0, where: unused) }
-                        Self.interleave(tap(0), tap(1), tap(2), tap(3), into: spread)
-                        let row = z + k * R + 4 * shift
-                        Self.storeRow(Self.loadRow(row) + Self.loadRow(spread), row)
-                        Self.storeRow(Self.loadRow(row + 16) + Self.loadRow(spread + 16), row + 16)
-                    }
-                }
-                // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
-                for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
-                for i in 0..<a {
-                    let y = 4 * ty - g.pad + i
-                    guard y >= 0 && y < g.inputHeight else { continue }
-                    let src = out + i * R + g.pad, dst = image + y * W
-                    for x in 0..<W { dst[x] += src[x] }
+        forEachTileRow(of: images, imageStride: imageStride) { offset, ty, first in
+            let image = plane + offset
+            z.update(repeating: 0, count: a * R)
+            for k in 0..<a {
+                // along x: G[j](tx) = Σ_b B[j, b] · dV[k, b](tx); Z[k](4tx + j) sums the tiles' G[j] (they overlap):
+                // taps 4·shift + p are phase p of the 32 columns from 4·shift
+                K.inputAdjoint(dv + k * a * rowStride + first, rowStride, taps, L)
+                for shift in 0..<(a / 4) {
+                    // lanes past the row's tiles hold another row's values
+                    @inline(__always) func tap(_ p: Int) -> Vector { Self.load(taps + (4 * shift + p) * L).replacing(with: 0, where: unused) }
+                    Self.interleave(tap(0), tap(1), tap(2), tap(3), into: spread)
+                    let row = z + k * R + 4 * shift
+                    Self.storeRow(Self.loadRow(row) + Self.loadRow(spread), row)
+                    Self.storeRow(Self.loadRow(row + 16) + Self.loadRow(spread + 16), row + 16)
                 }
             }
+            // along y: out[i] = Σ_k B[i, k] · Z[k], over the row buffer's columns
+            for block in stride(from: 0, to: R, by: L) { K.inputAdjoint(z + block, R, out + block, R) }
+            Self.addRows(out + g.pad, stride: R, count: a, firstRow: 4 * ty - g.pad, into: image, height: g.inputHeight, width: W)
         }
     }
 
