@@ -89,8 +89,9 @@ public final class TwoTowerAlexNet {
     /// Bytes a local tower may spend keeping Winograd layers' transformed inputs V from forward to backward (the
     /// backward then skips its input transform). Writing V out and reading it back costs memory traffic that the
     /// transform it saves does not: `bench`, interleaved on the Emerald Rapids VM, gave about 1.5–2.5% of the step at
-    /// W = 1/4, batch 64 (all four layers kept, 54 MB a tower), but 0.6% at W = 1, batch 128 for 160 MB a tower
-    /// (conv4 and conv5; all four would take 430 MB a tower). So small widths keep them and the paper's width does not.
+    /// W = 1/4, batch 64 (all four layers kept: 54 MB a tower with conv2 as F(2 × 2, 5 × 5), 47 MB as F(4 × 4, 5 × 5)),
+    /// but 0.6% at W = 1, batch 128 for 160 MB a tower (conv4 and conv5; all four take over 300 MB a tower). So small
+    /// widths keep them and the paper's width does not.
     public static let keptInputBytesPerTower = 64_000_000
 
     /// Floats kept for conv1–conv5 (0: none): from conv5 back to conv2, each layer whose transformed input still fits.
