@@ -180,65 +180,78 @@ enum DirectKernel {
     static func weightGradientTwoTaps(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int],
                                       outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
                                       laneSums: UnsafeMutablePointer<Float>) {
-        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
-        let K = taps.count, whole = outW / lanes, rest = outW - whole * lanes
-        // A last, partial block is read as the full vector that ends at outW, with its already-counted lanes zeroed.
-        var restMask = Vector(repeating: 0)
-        for l in (lanes - rest)..<lanes { restMask[l] = 1 }
+        let outW = shape.outputWidth, columns = shape.planeColumns, K = taps.count, rest = outW % lanes
+        let restMask = Self.restMask(width: outW)
         taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
-                let s1 = offset(1), s2 = offset(2), s3 = offset(3), s4 = offset(4), s5 = offset(5)
-                // Bands of output rows: a band's dY rows stay in L1 while every tap pair passes over them (a pass over
-                // the whole plane would stream all of dY from L2 once a tap pair).
-                for bandStart in stride(from: 0, to: outH, by: rowBand) {
-                    let bandEnd = min(outH, bandStart + rowBand)
-                    var index = 0
-                    while index < K {
-                        let tA = taps[index], tB = taps[min(index + 1, K - 1)]
-                        let d = dY + m0 * channelStride
-                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
-                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
-                        @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ row: UnsafePointer<Float>) {
-                            let d0 = load(row), d1 = load(row + s1), d2 = load(row + s2)
-                            a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
-                            a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
-                            a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
-                            let d3 = load(row + s3), d4 = load(row + s4), d5 = load(row + s5)
-                            a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
-                            a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4)
-                            a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5)
-                        }
-                        for oh in bandStart..<bandEnd {
-                            let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
-                            var ow = 0
-                            while ow + lanes <= outW {
-                                accumulate(load(xa + ow), load(xb + ow), row + ow)
-                                ow += lanes
-                            }
-                        }
-                        // The rows' last, partial vectors in a loop of their own (the mask then stays in a register).
-                        if rest > 0 {
-                            let ow = outW - lanes
-                            for oh in bandStart..<bandEnd {
-                                let xa = planes + tA + oh * columns + ow, xb = planes + tB + oh * columns + ow
-                                accumulate(load(xa) * restMask, load(xb) * restMask, d + oh * outW + ow)
-                            }
-                        }
-                        let g = laneSums + (m0 * K + index) * lanes, second = index + 1 < K
-                        @inline(__always) func add(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
-                            guard m < real else { return }
-                            let p = g + m * K * lanes
-                            store(load(p) + sumA, p)
-                            if second { store(load(p + lanes) + sumB, p + lanes) }
-                        }
-                        add(0, a0, b0); add(1, a1, b1); add(2, a2, b2); add(3, a3, b3); add(4, a4, b4); add(5, a5, b5)
-                        index += 2
+            forEachWeightGradientPass(channels: M, outputHeight: shape.outputHeight, channelStride: channelStride, taps: K,
+                                      tapsPerPass: 2) { m0, real, strides, band, index in
+                let (s1, s2, s3, s4, s5) = strides, bandStart = band.lowerBound, bandEnd = band.upperBound
+                let tA = taps[index], tB = taps[min(index + 1, K - 1)]
+                let d = dY + m0 * channelStride
+                var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
+                var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
+                @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ row: UnsafePointer<Float>) {
+                    let d0 = load(row), d1 = load(row + s1), d2 = load(row + s2)
+                    a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0)
+                    a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1)
+                    a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2)
+                    let d3 = load(row + s3), d4 = load(row + s4), d5 = load(row + s5)
+                    a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3)
+                    a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4)
+                    a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5)
+                }
+                for oh in bandStart..<bandEnd {
+                    let xa = planes + tA + oh * columns, xb = planes + tB + oh * columns, row = d + oh * outW
+                    var ow = 0
+                    while ow + lanes <= outW {
+                        accumulate(load(xa + ow), load(xb + ow), row + ow)
+                        ow += lanes
                     }
                 }
+                // The rows' last, partial vectors in a loop of their own (the mask then stays in a register).
+                if rest > 0 {
+                    let ow = outW - lanes
+                    for oh in bandStart..<bandEnd {
+                        let xa = planes + tA + oh * columns + ow, xb = planes + tB + oh * columns + ow
+                        accumulate(load(xa) * restMask, load(xb) * restMask, d + oh * outW + ow)
+                    }
+                }
+                let g = laneSums + (m0 * K + index) * lanes, second = index + 1 < K
+                @inline(__always) func add(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                    guard m < real else { return }
+                    let p = g + m * K * lanes
+                    store(load(p) + sumA, p)
+                    if second { store(load(p + lanes) + sumB, p + lanes) }
+                }
+                add(0, a0, b0); add(1, a1, b1); add(2, a2, b2); add(3, a3, b3); add(4, a4, b4); add(5, a5, b5)
             }
         }
+    }
+
+    /// The weight gradient's walk, whatever taps a pass: every block of six channels (`real` of them stored; their dY
+    /// rows `strides` apart, a missing channel reading the first's), every band of `rowBand` output rows (a band's dY
+    /// rows stay in L1 while every pass goes over them; a pass over the whole plane would stream all of dY from L2
+    /// once a pass), every pass of `tapsPerPass` taps from `index`: body(m0, real, strides, band, index).
+    @inline(__always)
+    static func forEachWeightGradientPass(channels M: Int, outputHeight outH: Int, channelStride: Int, taps K: Int, tapsPerPass: Int,
+                                          _ body: (Int, Int, (Int, Int, Int, Int, Int), Range<Int>, Int) -> Void) {
+        for m0 in stride(from: 0, to: M, by: channelBlock) {
+            let real = min(channelBlock, M - m0)
+            @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
+            let strides = (offset(1), offset(2), offset(3), offset(4), offset(5))
+            for bandStart in stride(from: 0, to: outH, by: rowBand) {
+                let band = bandStart..<min(outH, bandStart + rowBand)
+                for index in stride(from: 0, to: K, by: tapsPerPass) { body(m0, real, strides, band, index) }
+            }
+        }
+    }
+
+    /// A row's last, partial vector is read as the full vector that ends at outW: this mask zeroes its lanes that the
+    /// vectors before it already counted.
+    static func restMask(width outW: Int) -> Vector {
+        var mask = Vector(repeating: 0)
+        for l in (lanes - outW % lanes)..<lanes { mask[l] = 1 }
+        return mask
     }
 
 #if DIRECT_KERNEL_SIXTEEN_LANES
@@ -247,70 +260,60 @@ enum DirectKernel {
     static func weightGradientFourTaps(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int],
                                        outputGradient dY: UnsafePointer<Float>, channelStride: Int, channels M: Int,
                                        laneSums: UnsafeMutablePointer<Float>) {
-        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
-        let K = taps.count, rest = outW % lanes
-        var restMask = Vector(repeating: 0)
-        for l in (lanes - rest)..<lanes { restMask[l] = 1 }
+        let outW = shape.outputWidth, columns = shape.planeColumns, K = taps.count, rest = outW % lanes
+        let restMask = Self.restMask(width: outW)
         taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                @inline(__always) func offset(_ m: Int) -> Int { m < real ? m * channelStride : 0 }
-                let s1 = offset(1), s2 = offset(2), s3 = offset(3), s4 = offset(4), s5 = offset(5)
-                for bandStart in stride(from: 0, to: outH, by: rowBand) {
-                    let bandEnd = min(outH, bandStart + rowBand)
-                    var index = 0
-                    while index < K {
-                        let tA = taps[index], tB = taps[min(index + 1, K - 1)]
-                        let tC = taps[min(index + 2, K - 1)], tD = taps[min(index + 3, K - 1)]
-                        let d = dY + m0 * channelStride
-                        var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
-                        var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
-                        var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
-                        var e0 = Vector(), e1 = Vector(), e2 = Vector(), e3 = Vector(), e4 = Vector(), e5 = Vector()
-                        @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ z: Vector, _ w: Vector, _ row: UnsafePointer<Float>) {
-                            let d0 = load(row)
-                            a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0); c0 = c0.addingProduct(z, d0); e0 = e0.addingProduct(w, d0)
-                            let d1 = load(row + s1)
-                            a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1); c1 = c1.addingProduct(z, d1); e1 = e1.addingProduct(w, d1)
-                            let d2 = load(row + s2)
-                            a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2); c2 = c2.addingProduct(z, d2); e2 = e2.addingProduct(w, d2)
-                            let d3 = load(row + s3)
-                            a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3); c3 = c3.addingProduct(z, d3); e3 = e3.addingProduct(w, d3)
-                            let d4 = load(row + s4)
-                            a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4); c4 = c4.addingProduct(z, d4); e4 = e4.addingProduct(w, d4)
-                            let d5 = load(row + s5)
-                            a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5); c5 = c5.addingProduct(z, d5); e5 = e5.addingProduct(w, d5)
-                        }
-                        for oh in bandStart..<bandEnd {
-                            let p = planes + oh * columns, row = d + oh * outW
-                            var ow = 0
-                            while ow + lanes <= outW {
-                                accumulate(load(p + tA + ow), load(p + tB + ow), load(p + tC + ow), load(p + tD + ow), row + ow)
-                                ow += lanes
-                            }
-                        }
-                        if rest > 0 {
-                            let ow = outW - lanes
-                            for oh in bandStart..<bandEnd {
-                                let p = planes + oh * columns + ow
-                                accumulate(load(p + tA) * restMask, load(p + tB) * restMask, load(p + tC) * restMask,
-                                           load(p + tD) * restMask, d + oh * outW + ow)
-                            }
-                        }
-                        let g = laneSums + (m0 * K + index) * lanes, count = min(4, K - index)
-                        @inline(__always) func add(_ m: Int, _ s0: Vector, _ s1: Vector, _ s2: Vector, _ s3: Vector) {
-                            guard m < real else { return }
-                            let p = g + m * K * lanes
-                            store(load(p) + s0, p)
-                            if count > 1 { store(load(p + lanes) + s1, p + lanes) }
-                            if count > 2 { store(load(p + 2 * lanes) + s2, p + 2 * lanes) }
-                            if count > 3 { store(load(p + 3 * lanes) + s3, p + 3 * lanes) }
-                        }
-                        add(0, a0, b0, c0, e0); add(1, a1, b1, c1, e1); add(2, a2, b2, c2, e2)
-                        add(3, a3, b3, c3, e3); add(4, a4, b4, c4, e4); add(5, a5, b5, c5, e5)
-                        index += 4
+            forEachWeightGradientPass(channels: M, outputHeight: shape.outputHeight, channelStride: channelStride, taps: K,
+                                      tapsPerPass: 4) { m0, real, strides, band, index in
+                let (s1, s2, s3, s4, s5) = strides, bandStart = band.lowerBound, bandEnd = band.upperBound
+                let tA = taps[index], tB = taps[min(index + 1, K - 1)]
+                let tC = taps[min(index + 2, K - 1)], tD = taps[min(index + 3, K - 1)]
+                let d = dY + m0 * channelStride
+                var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector(), a4 = Vector(), a5 = Vector()
+                var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector(), b4 = Vector(), b5 = Vector()
+                var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
+                var e0 = Vector(), e1 = Vector(), e2 = Vector(), e3 = Vector(), e4 = Vector(), e5 = Vector()
+                @inline(__always) func accumulate(_ x: Vector, _ y: Vector, _ z: Vector, _ w: Vector, _ row: UnsafePointer<Float>) {
+                    let d0 = load(row)
+                    a0 = a0.addingProduct(x, d0); b0 = b0.addingProduct(y, d0); c0 = c0.addingProduct(z, d0); e0 = e0.addingProduct(w, d0)
+                    let d1 = load(row + s1)
+                    a1 = a1.addingProduct(x, d1); b1 = b1.addingProduct(y, d1); c1 = c1.addingProduct(z, d1); e1 = e1.addingProduct(w, d1)
+                    let d2 = load(row + s2)
+                    a2 = a2.addingProduct(x, d2); b2 = b2.addingProduct(y, d2); c2 = c2.addingProduct(z, d2); e2 = e2.addingProduct(w, d2)
+                    let d3 = load(row + s3)
+                    a3 = a3.addingProduct(x, d3); b3 = b3.addingProduct(y, d3); c3 = c3.addingProduct(z, d3); e3 = e3.addingProduct(w, d3)
+                    let d4 = load(row + s4)
+                    a4 = a4.addingProduct(x, d4); b4 = b4.addingProduct(y, d4); c4 = c4.addingProduct(z, d4); e4 = e4.addingProduct(w, d4)
+                    let d5 = load(row + s5)
+                    a5 = a5.addingProduct(x, d5); b5 = b5.addingProduct(y, d5); c5 = c5.addingProduct(z, d5); e5 = e5.addingProduct(w, d5)
+                }
+                for oh in bandStart..<bandEnd {
+                    let p = planes + oh * columns, row = d + oh * outW
+                    var ow = 0
+                    while ow + lanes <= outW {
+                        accumulate(load(p + tA + ow), load(p + tB + ow), load(p + tC + ow), load(p + tD + ow), row + ow)
+                        ow += lanes
                     }
                 }
+                if rest > 0 {
+                    let ow = outW - lanes
+                    for oh in bandStart..<bandEnd {
+                        let p = planes + oh * columns + ow
+                        accumulate(load(p + tA) * restMask, load(p + tB) * restMask, load(p + tC) * restMask,
+                                   load(p + tD) * restMask, d + oh * outW + ow)
+                    }
+                }
+                let g = laneSums + (m0 * K + index) * lanes, count = min(4, K - index)
+                @inline(__always) func add(_ m: Int, _ s0: Vector, _ s1: Vector, _ s2: Vector, _ s3: Vector) {
+                    guard m < real else { return }
+                    let p = g + m * K * lanes
+                    store(load(p) + s0, p)
+                    if count > 1 { store(load(p + lanes) + s1, p + lanes) }
+                    if count > 2 { store(load(p + 2 * lanes) + s2, p + 2 * lanes) }
+                    if count > 3 { store(load(p + 3 * lanes) + s3, p + 3 * lanes) }
+                }
+                add(0, a0, b0, c0, e0); add(1, a1, b1, c1, e1); add(2, a2, b2, c2, e2)
+                add(3, a3, b3, c3, e3); add(4, a4, b4, c4, e4); add(5, a5, b5, c5, e5)
             }
         }
     }
