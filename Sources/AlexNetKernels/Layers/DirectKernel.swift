@@ -50,48 +50,63 @@ enum DirectKernel {
     static func forwardTwoVectors(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
                                   channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                                   channelStride: Int, relu: Bool) {
-        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
-        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
-        let paddedM = paddedChannels(M)
-        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        let paddedM = paddedChannels(M), floor = clampFloor(relu: relu)
         @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                var vector = 0
-                while vector < vectors {
-                    let (ohA, blockA) = vector.quotientAndRemainder(dividingBy: blocks)
-                    let (ohB, blockB) = min(vector + 1, vectors - 1).quotientAndRemainder(dividingBy: blocks)
-                    let owA = blockStart(blockA, width: outW), owB = blockStart(blockB, width: outW)
-                    let a = planes + ohA * columns + owA, b = planes + ohB * columns + owB
-                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
-                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
-                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
-                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
-                    var w = weights + m0
-                    for t in taps {
-                        let x = load(a + t), y = load(b + t)
-                        let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1]), w2 = Vector(repeating: w[2])
-                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
-                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
-                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
-                        let w3 = Vector(repeating: w[3]), w4 = Vector(repeating: w[4]), w5 = Vector(repeating: w[5])
-                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
-                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
-                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
-                        w += paddedM
-                    }
-                    let outA = output + m0 * channelStride + ohA * outW + owA
-                    let outB = output + m0 * channelStride + ohB * outW + owB
-                    @inline(__always) func put(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
-                        if m < real { store(clamp(sumA), outA + m * channelStride); store(clamp(sumB), outB + m * channelStride) }
-                    }
-                    put(0, a0, b0); put(1, a1, b1); put(2, a2, b2); put(3, a3, b3); put(4, a4, b4); put(5, a5, b5)
-                    vector += 2
+            forEachForwardPass(shape: shape, channels: M, vectorsPerPass: 2) { m0, real, vector in
+                @inline(__always) func place(_ k: Int) -> (input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+                    vectorPlace(vector + k, shape: shape, planes: planes, output: output + m0 * channelStride)
                 }
+                let pa = place(0), pb = place(1), a = pa.input, b = pb.input
+                var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
+                var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
+                var w = weights + m0
+                for t in taps {
+                    let x = load(a + t), y = load(b + t)
+                    let w0 = Vector(repeating: w[0]), w1 = Vector(repeating: w[1]), w2 = Vector(repeating: w[2])
+                    a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0)
+                    a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1)
+                    a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2)
+                    let w3 = Vector(repeating: w[3]), w4 = Vector(repeating: w[4]), w5 = Vector(repeating: w[5])
+                    a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3)
+                    a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4)
+                    a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5)
+                    w += paddedM
+                }
+                @inline(__always) func put(_ m: Int, _ sumA: Vector, _ sumB: Vector) {
+                    if m < real { store(clamp(sumA), pa.output + m * channelStride); store(clamp(sumB), pb.output + m * channelStride) }
+                }
+                put(0, a0, b0); put(1, a1, b1); put(2, a2, b2); put(3, a3, b3); put(4, a4, b4); put(5, a5, b5)
             }
         }
     }
+
+    /// The forward's walk, whatever vectors a pass: every block of six channels (`real` of them stored) and every pass
+    /// of `vectorsPerPass` output vectors, numbered row by row over the plane (a pass may span two rows):
+    /// body(m0, real, first vector of the pass).
+    @inline(__always)
+    static func forEachForwardPass(shape: DirectShape, channels M: Int, vectorsPerPass: Int, _ body: (Int, Int, Int) -> Void) {
+        let vectors = shape.outputHeight * ((shape.outputWidth + lanes - 1) / lanes)
+        for m0 in stride(from: 0, to: M, by: channelBlock) {
+            for vector in stride(from: 0, to: vectors, by: vectorsPerPass) { body(m0, min(channelBlock, M - m0), vector) }
+        }
+    }
+
+    /// Where output vector `v` (numbered row by row; past the plane's last, the last: a pass's spare vectors repeat
+    /// it and store the same values) reads its taps and writes its first channel.
+    @inline(__always)
+    static func vectorPlace(_ v: Int, shape: DirectShape, planes: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)
+        -> (input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        let outW = shape.outputWidth, blocks = (outW + lanes - 1) / lanes
+        let (oh, block) = min(v, shape.outputHeight * blocks - 1).quotientAndRemainder(dividingBy: blocks)
+        let ow = blockStart(block, width: outW)
+        return (planes + oh * shape.planeColumns + ow, output + oh * outW + ow)
+    }
+
+    /// The lower bound of the outputs: 0 after ReLU, else none.
+    static func clampFloor(relu: Bool) -> Vector { relu ? Vector(repeating: 0) : Vector(repeating: -.infinity) }
 
 #if DIRECT_KERNEL_SIXTEEN_LANES
     /// `forward` four output vectors a pass (24 sums in AVX-512's 32 registers): each weight broadcast serves four
@@ -99,56 +114,46 @@ enum DirectKernel {
     static func forwardFourVectors(planes: UnsafePointer<Float>, shape: DirectShape, taps: [Int], weights: UnsafePointer<Float>,
                                    channels M: Int, bias: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                                    channelStride: Int, relu: Bool) {
-        let outH = shape.outputHeight, outW = shape.outputWidth, columns = shape.planeColumns
-        let blocks = (outW + lanes - 1) / lanes, vectors = outH * blocks
-        let paddedM = paddedChannels(M)
-        let floor: Vector = relu ? Vector(repeating: 0) : Vector(repeating: -.infinity)
+        let paddedM = paddedChannels(M), floor = clampFloor(relu: relu)
         @inline(__always) func clamp(_ v: Vector) -> Vector { v.replacing(with: floor, where: v .< floor) }
         taps.withUnsafeBufferPointer { taps in
-            for m0 in stride(from: 0, to: M, by: channelBlock) {
-                let real = min(channelBlock, M - m0)
-                var vector = 0
-                while vector < vectors {
-                    @inline(__always) func place(_ k: Int) -> (input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
-                        let (oh, block) = min(vector + k, vectors - 1).quotientAndRemainder(dividingBy: blocks)
-                        let ow = blockStart(block, width: outW)
-                        return (planes + oh * columns + ow, output + m0 * channelStride + oh * outW + ow)
-                    }
-                    let pa = place(0), pb = place(1), pc = place(2), pd = place(3)
-                    let a = pa.input, b = pb.input, c = pc.input, e = pd.input
-                    var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
-                    var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
-                    var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
-                    var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
-                    var c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5
-                    var e0 = a0, e1 = a1, e2 = a2, e3 = a3, e4 = a4, e5 = a5
-                    var w = weights + m0
-                    for t in taps {
-                        let x = load(a + t), y = load(b + t), z = load(c + t), u = load(e + t)
-                        let w0 = Vector(repeating: w[0])
-                        a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0); c0 = c0.addingProduct(z, w0); e0 = e0.addingProduct(u, w0)
-                        let w1 = Vector(repeating: w[1])
-                        a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1); c1 = c1.addingProduct(z, w1); e1 = e1.addingProduct(u, w1)
-                        let w2 = Vector(repeating: w[2])
-                        a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2); c2 = c2.addingProduct(z, w2); e2 = e2.addingProduct(u, w2)
-                        let w3 = Vector(repeating: w[3])
-                        a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3); c3 = c3.addingProduct(z, w3); e3 = e3.addingProduct(u, w3)
-                        let w4 = Vector(repeating: w[4])
-                        a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4); c4 = c4.addingProduct(z, w4); e4 = e4.addingProduct(u, w4)
-                        let w5 = Vector(repeating: w[5])
-                        a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5); c5 = c5.addingProduct(z, w5); e5 = e5.addingProduct(u, w5)
-                        w += paddedM
-                    }
-                    @inline(__always) func put(_ m: Int, _ sa: Vector, _ sb: Vector, _ sc: Vector, _ se: Vector) {
-                        guard m < real else { return }
-                        let offset = m * channelStride
-                        store(clamp(sa), pa.output + offset); store(clamp(sb), pb.output + offset)
-                        store(clamp(sc), pc.output + offset); store(clamp(se), pd.output + offset)
-                    }
-                    put(0, a0, b0, c0, e0); put(1, a1, b1, c1, e1); put(2, a2, b2, c2, e2)
-                    put(3, a3, b3, c3, e3); put(4, a4, b4, c4, e4); put(5, a5, b5, c5, e5)
-                    vector += 4
+            forEachForwardPass(shape: shape, channels: M, vectorsPerPass: 4) { m0, real, vector in
+                @inline(__always) func place(_ k: Int) -> (input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+                    vectorPlace(vector + k, shape: shape, planes: planes, output: output + m0 * channelStride)
                 }
+                let pa = place(0), pb = place(1), pc = place(2), pd = place(3)
+                let a = pa.input, b = pb.input, c = pc.input, e = pd.input
+                var a0 = Vector(repeating: bias[m0]), a1 = Vector(repeating: bias[m0 + 1])
+                var a2 = Vector(repeating: bias[m0 + 2]), a3 = Vector(repeating: bias[m0 + 3])
+                var a4 = Vector(repeating: bias[m0 + 4]), a5 = Vector(repeating: bias[m0 + 5])
+                var b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5
+                var c0 = a0, c1 = a1, c2 = a2, c3 = a3, c4 = a4, c5 = a5
+                var e0 = a0, e1 = a1, e2 = a2, e3 = a3, e4 = a4, e5 = a5
+                var w = weights + m0
+                for t in taps {
+                    let x = load(a + t), y = load(b + t), z = load(c + t), u = load(e + t)
+                    let w0 = Vector(repeating: w[0])
+                    a0 = a0.addingProduct(x, w0); b0 = b0.addingProduct(y, w0); c0 = c0.addingProduct(z, w0); e0 = e0.addingProduct(u, w0)
+                    let w1 = Vector(repeating: w[1])
+                    a1 = a1.addingProduct(x, w1); b1 = b1.addingProduct(y, w1); c1 = c1.addingProduct(z, w1); e1 = e1.addingProduct(u, w1)
+                    let w2 = Vector(repeating: w[2])
+                    a2 = a2.addingProduct(x, w2); b2 = b2.addingProduct(y, w2); c2 = c2.addingProduct(z, w2); e2 = e2.addingProduct(u, w2)
+                    let w3 = Vector(repeating: w[3])
+                    a3 = a3.addingProduct(x, w3); b3 = b3.addingProduct(y, w3); c3 = c3.addingProduct(z, w3); e3 = e3.addingProduct(u, w3)
+                    let w4 = Vector(repeating: w[4])
+                    a4 = a4.addingProduct(x, w4); b4 = b4.addingProduct(y, w4); c4 = c4.addingProduct(z, w4); e4 = e4.addingProduct(u, w4)
+                    let w5 = Vector(repeating: w[5])
+                    a5 = a5.addingProduct(x, w5); b5 = b5.addingProduct(y, w5); c5 = c5.addingProduct(z, w5); e5 = e5.addingProduct(u, w5)
+                    w += paddedM
+                }
+                @inline(__always) func put(_ m: Int, _ sa: Vector, _ sb: Vector, _ sc: Vector, _ se: Vector) {
+                    guard m < real else { return }
+                    let offset = m * channelStride
+                    store(clamp(sa), pa.output + offset); store(clamp(sb), pb.output + offset)
+                    store(clamp(sc), pc.output + offset); store(clamp(se), pd.output + offset)
+                }
+                put(0, a0, b0, c0, e0); put(1, a1, b1, c1, e1); put(2, a2, b2, c2, e2)
+                put(3, a3, b3, c3, e3); put(4, a4, b4, c4, e4); put(5, a5, b5, c5, e5)
             }
         }
     }
