@@ -574,8 +574,9 @@ struct WinogradTiles {
 extension Convolution {
     /// The Winograd transform this layer runs with (stride 1 and a kernel `WinogradTransform.forKernel` knows), or nil.
     /// It pays at every width: with the written-out transforms, `bench-convolutions` (one thread, batch 64 or 128, the
-    /// Emerald Rapids VM) gave conv2 forward + backward in 0.62–0.81× im2col's time and conv3–conv5 in 0.49–0.76×, from
-    /// W = 1/16 (3 input channels to conv2) to W = 1. With the loops over the matrices' entries it took 48 input channels.
+    /// Emerald Rapids VM) gave conv3–conv5 forward + backward in 0.49–0.76× im2col's time from W = 1/16 (3 input
+    /// channels to conv2) to W = 1, and conv2 as F(4 × 4, 5 × 5) 0.37× at W = 1 and 0.46–0.48× at W = 1/16 and 1/4.
+    /// With the loops over the matrices' entries it took 48 input channels.
     public var winograd: WinogradTransform? {
         guard winogradUse != .never, geometry.stride == 1,
               let w = WinogradTransform.forKernel(geometry.kernel), WinogradTiles.supports(geometry, w) else { return nil }
