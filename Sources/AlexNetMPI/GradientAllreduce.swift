@@ -14,6 +14,9 @@ public final class GradientAllreduce: @unchecked Sendable {
     let count: Int
     /// Floats a bucket gathers before its allreduce starts (25 MB, PyTorch DDP's default).
     public var bucketFloats = 25 << 18
+    /// `bench --skip-gradient-sum`: nothing is summed (the replicas drift apart), so that the step can be timed
+    /// without the allreduce; against a run with it, that is what the sum costs even where it is hidden.
+    public var skipped = false
     var requests: [MPI_Request?] = []   // under requestsLock
     var failure: Error? = nil           // under requestsLock: the first MPI error, thrown by `finish`
     var pendingLow: Int            // gradients [pendingLow, startedLow) are final but not yet in flight
@@ -100,7 +103,7 @@ public final class GradientAllreduce: @unchecked Sendable {
         guard range.lowerBound < count else { return }
         precondition(range.upperBound == pendingLow, "gradients must become ready from the last layer backwards")
         pendingLow = range.lowerBound
-        guard firstFailure == nil else { return }
+        guard !skipped, firstFailure == nil else { return }
         do {
             if startedLow - pendingLow >= bucketFloats { try startBucket() }
         } catch { record(error) }
@@ -134,6 +137,7 @@ public final class GradientAllreduce: @unchecked Sendable {
     public func finish() throws {
         if let e = firstFailure { throw e }
         precondition(pendingLow == 0, "backward did not announce every layer")
+        if skipped { (pendingLow, startedLow) = (count, count); return }
         try startBucket()
         let t0 = PhaseClock.now()
         requestsLock.lock()

@@ -190,12 +190,17 @@ public struct BenchmarkJob {
     public var options: [(String, String)] = []
     /// Measures sgemm with the best kernels the CPU supports when this process runs lower ones.
     public var bestKernelGflops: (Int) -> Double? = { _ in nil }
+    /// --skip-gradient-sum: time the step of a layout with replicas without their gradient sum.
+    public var skipGradientSum = false
     public init() {}
 
     public func run(world: MPICommunicator?) throws {
         let rank = world?.rank ?? 0, size = world?.size ?? 1
         let say: (String) -> Void = { if rank == 0 { print($0); fflush(nil) } }
         let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
+        if skipGradientSum && layout.replicas < 2 {
+            throw RefusedBeforeWork(message: "--skip-gradient-sum: the \(layout.mode.rawValue) layout on \(size) rank\(size == 1 ? "" : "s") has no replicas whose gradients are summed; use it with --mode data, hybrid (4 or more ranks) or owt under mpirun")
+        }
         var s = settings
         let plan = ThreadPlan(threads: s.threads, holdsBothTowersInOneProcess: layout.mode == .single)
         Oversubscription.warn(threads: plan.threads)
@@ -212,6 +217,10 @@ public struct BenchmarkJob {
                                           threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget,
                                           winograd: s.winograd)
         for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi bench: " + line) }
+        if skipGradientSum, let allreduce = assembly.synchroniser?.allreduce {
+            allreduce.skipped = true
+            say("alexnet-mpi bench: --skip-gradient-sum: the replicas do not sum their gradients (they drift apart): this times the step without the allreduce")
+        }
         let threads = s.threads, best = bestKernelGflops
         var timed = 0.0
         let r = try Benchmark.run(s, replica: assembly.replica, localBatch: assembly.localBatch, bestKernelGflops: { best(threads) },

@@ -221,7 +221,16 @@ public final class LayoutAssembly: RankCoordination {
             fields["exchange_predicted_bytes_per_step"] = predictedSent
             fields["exchange_bytes_equal_predicted"] = try world.minimum(sent == predictedSent ? 1 : 0) == 1
         }
-        if let sync = synchroniser {
+        if let sync = synchroniser, sync.allreduce.skipped {
+            let blocking = try sync.allreduce.measureBlockingSeconds()
+            let bytes = 4 * c.reducedFloats / n   // what did go into allreduces: none
+            lines.append(String(format: "gradient allreduce: skipped (--skip-gradient-sum): %@ B a step summed of %@ over %d replicas (the step without the sum; one blocking allreduce takes %.1f ms)",
+                                LayerTable.grouped(bytes), LayerTable.grouped(4 * predicted.allreduceFloats), sync.group.size, 1e3 * blocking))
+            fields["allreduce_skipped"] = true
+            fields["allreduce_bytes_per_step"] = Double(bytes)
+            fields["allreduce_predicted_bytes_per_step"] = Double(4 * predicted.allreduceFloats)
+            fields["allreduce_blocking_ms"] = 1e3 * blocking
+        } else if let sync = synchroniser {
             let blocking = try sync.allreduce.measureBlockingSeconds()
             // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
             let exposed = try sync.group.minimum(c.exposedSeconds / Double(n))

@@ -258,9 +258,14 @@ struct Bench: ParsableCommand {
     var winograd: WinogradUse = .whereItPays
     @OptionGroup var threadOptions: ThreadOptions
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
+    @Flag(name: .customLong("skip-gradient-sum"), help: "Layouts with replicas (data, hybrid, owt): time the step without summing the gradients over the replicas, which then drift apart (a measurement only). Against the same run without it, this is what the allreduce costs even where it is hidden behind backward, e.g. on cores the ranks share with it.")
+    var skipGradientSum = false
 
     func validate() throws {
         try Limits.check(width: width, classes: classes, batch: batch)
+        if skipGradientSum, let mode, mode == .single || mode == .model {
+            throw ValidationError("--skip-gradient-sum: the \(mode.rawValue) layout has no replicas whose gradients are summed; use --mode data, hybrid or owt under mpirun")
+        }
         guard steps >= 1, steps <= 1_000_000 else { throw ValidationError("--steps must be in 1…1000000 (got \(steps))") }
         guard im2colBudget >= 1 else { throw ValidationError("--im2col-budget must be at least 1 (got \(im2colBudget))") }
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
@@ -273,6 +278,7 @@ struct Bench: ParsableCommand {
         (job.settings.batch, job.settings.steps, job.settings.columnBudget, job.settings.threads) = (batch, steps, im2colBudget, threadOptions.count)
         job.settings.winograd = winograd
         job.mode = mode
+        job.skipGradientSum = skipGradientSum
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
         job.bestKernelGflops = { SgemmRate.withBestKernels(threads: $0) }
         try job.run(world: Launch.world)

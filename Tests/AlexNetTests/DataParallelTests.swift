@@ -1,5 +1,6 @@
 // Data parallelism and the hybrid layout under mpirun: the same numbers as one process on 2, 3 and 4 ranks,
-// the PyTorch fixture, layout-free checkpoints that resume in another layout, and diverged replicas caught.
+// the PyTorch fixture, layout-free checkpoints that resume in another layout, diverged replicas caught, and the
+// bench's step without the gradient sum.
 import AlexNet
 import Foundation
 import XCTest
@@ -125,6 +126,37 @@ final class DataParallelTests: ProcessTestCase {
         XCTAssertFalse(r.out.contains("done:"), r.out)
         // Steps 1–9 are logged; step 10 trained and failed its check before its loss was written; nothing after it.
         XCTAssertEqual(readLosses(log).count, 9, "steps trained before the job stopped")
+    }
+
+    /// `bench --skip-gradient-sum` times the data-parallel step with nothing summed (the allreduce's cost even where
+    /// it is hidden is the difference to the run without it): the counted allreduce bytes are 0 with it and the
+    /// whole gradient without it. A layout with no replicas refuses it, saying where it applies.
+    func testBenchSkipsTheGradientSumOnlyWhenAsked() throws {
+        let bench = ["-np", "2", Paths.binary, "bench", "--mode", "data", "--threads", "1", "--width", "0.125", "--batch", "16",
+                     "--classes", "1000", "--steps", "1"]
+        func allreduceFields(_ out: String) throws -> [String: Any] {
+            let line = try XCTUnwrap(out.split(separator: "\n").last.map(String.init), out)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
+        }
+        let summed = mpirun(bench, timeout: 120)
+        XCTAssertEqual(summed.status, 0, summed.err)
+        let gradient = 5_625_696   // 4 B × the W = 1/8, 1,000-class model's parameters
+        XCTAssertEqual(try allreduceFields(summed.out)["allreduce_bytes_per_step"] as? Double, Double(gradient), summed.out)
+        XCTAssertNil(try allreduceFields(summed.out)["allreduce_skipped"], summed.out)
+
+        let skipped = mpirun(bench + ["--skip-gradient-sum"], timeout: 120)
+        XCTAssertEqual(skipped.status, 0, skipped.err)
+        let fields = try allreduceFields(skipped.out)
+        XCTAssertEqual(fields["allreduce_bytes_per_step"] as? Double, 0, skipped.out)
+        XCTAssertEqual(fields["allreduce_predicted_bytes_per_step"] as? Double, Double(gradient), skipped.out)
+        XCTAssertEqual(fields["allreduce_skipped"] as? Bool, true, skipped.out)
+        XCTAssertTrue(skipped.out.contains("gradient allreduce: skipped (--skip-gradient-sum)"), skipped.out)
+
+        let single = runProcess(Paths.binary, ["bench", "--skip-gradient-sum", "--width", "0.125", "--batch", "16", "--steps", "1"], timeout: 60)
+        XCTAssertNotEqual(single.status, 0)
+        XCTAssertTrue(single.err.contains("--skip-gradient-sum") && single.err.contains("no replicas") && single.err.contains("--mode data"),
+                      single.err)
+        XCTAssertFalse(single.out.contains("training step"), "refused, yet it ran:\n\(single.out)")
     }
 
     func testUnevenBatchIsRefused() {
