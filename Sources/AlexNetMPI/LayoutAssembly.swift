@@ -224,7 +224,7 @@ public final class LayoutAssembly: RankCoordination {
         if let sync = synchroniser, sync.allreduce.skipped {
             let blocking = try sync.allreduce.measureBlockingSeconds()
             let bytes = 4 * c.reducedFloats / n   // what did go into allreduces: none
-            lines.append(String(format: "gradient allreduce: skipped (--skip-gradient-sum): %@ B a step summed of %@ over %d replicas (the step without the sum; one blocking allreduce takes %.1f ms)",
+            lines.append(String(format: "gradient allreduce: skipped (--skip-gradient-sum): %@ B a step summed of %@ B over %d replicas (the step without the sum; one blocking allreduce takes %.1f ms)",
                                 LayerTable.grouped(bytes), LayerTable.grouped(4 * predicted.allreduceFloats), sync.group.size, 1e3 * blocking))
             fields["allreduce_skipped"] = true
             fields["allreduce_bytes_per_step"] = Double(bytes)
