@@ -618,56 +618,87 @@ extension Convolution {
         return max(weights + transformed, 2 * weights + a2 * inputChannelsPerPart * ld, transformed) + WinogradTiles.lanes
     }
 
-    /// U (α², parts·M, Cin) = G g Gᵀ of every filter.
-    private func transformWeights(_ weight: UnsafePointer<Float>, _ w: WinogradTransform, into u: UnsafeMutablePointer<Float>) {
-        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart
-        let g = w.filterTransform
-        Parallel.forEachChunk(rows, threads: threads) { range in
-            var tmp = [Float](repeating: 0, count: a * r)
-            for o in range {
-                for c in 0..<cin {
-                    let filter = weight + (o * cin + c) * r * r
-                    // tmp (α, r) = G · filter
-                    for i in 0..<a { for l in 0..<r {
-                        var s: Float = 0
-                        for k in 0..<r { s += g[i * r + k] * filter[k * r + l] }
-                        tmp[i * r + l] = s
-                    } }
-                    // U[ξ = (i, j)] = tmp · Gᵀ
-                    for i in 0..<a { for j in 0..<a {
-                        var s: Float = 0
-                        for l in 0..<r { s += tmp[i * r + l] * g[j * r + l] }
-                        u[((i * a + j) * rows + o) * cin + c] = s
-                    } }
+    /// Input channels rounded up to whole eight-lane vectors: the weight transforms run eight channels at a time.
+    private var paddedInputChannels: Int { (inputChannelsPerPart + 7) / 8 * 8 }
+
+    /// Runs body(output channel, G, scratch) for every output channel, split over the threads, with `floats` of
+    /// scratch a thread (zeroed once: the lanes past Cin stay zero) and G (α, r) as a pointer.
+    private func forEachFilterRow(_ w: WinogradTransform, scratch floats: Int,
+                                  _ body: (Int, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+        w.filterTransform.withUnsafeBufferPointer { g in
+            let shared = SharedForCall(g.baseAddress!)   // read only, and every chunk finishes before this returns
+            Parallel.forEachChunk(outputChannels, threads: threads) { range in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: floats) { buffer in
+                    let scratch = buffer.baseAddress!
+                    scratch.initialize(repeating: 0, count: floats)
+                    for o in range { body(o, shared.value, scratch) }
                 }
             }
         }
     }
 
-    /// dW (parts·M, Cin, r, r) = Gᵀ dU G of every filter.
+    /// U (α², parts·M, Cin) = G g Gᵀ of every filter, eight input channels a vector: each output channel's filters
+    /// are first turned channel-minor, (r·r, Cin), so that every tap of eight channels is one load.
+    private func transformWeights(_ weight: UnsafePointer<Float>, _ w: WinogradTransform, into u: UnsafeMutablePointer<Float>) {
+        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart, ld = paddedInputChannels
+        forEachFilterRow(w, scratch: (r * r + a * r + a * a) * ld) { o, g, scratch in
+            let filters = scratch                  // (r·r, ld): tap-major, channels contiguous
+            let tmp = filters + r * r * ld         // (α, r, ld) = G · filter
+            let out = tmp + a * r * ld             // (α², ld) = tmp · Gᵀ
+            for c in 0..<cin {
+                let filter = weight + (o * cin + c) * r * r
+                for t in 0..<(r * r) { filters[t * ld + c] = filter[t] }
+            }
+            for v in stride(from: 0, to: ld, by: 8) {
+                for i in 0..<a { for l in 0..<r {
+                    var sum = SIMD8<Float>()
+                    for k in 0..<r { sum += g[i * r + k] * Self.load8(filters + (k * r + l) * ld + v) }
+                    Self.store8(sum, tmp + (i * r + l) * ld + v)
+                } }
+                for i in 0..<a { for j in 0..<a {
+                    var sum = SIMD8<Float>()
+                    for l in 0..<r { sum += g[j * r + l] * Self.load8(tmp + (i * r + l) * ld + v) }
+                    Self.store8(sum, out + (i * a + j) * ld + v)
+                } }
+            }
+            for xi in 0..<(a * a) { (u + (xi * rows + o) * cin).update(from: out + xi * ld, count: cin) }
+        }
+    }
+
+    /// dW (parts·M, Cin, r, r) = Gᵀ dU G of every filter, eight input channels a vector (dU's rows are channel-minor
+    /// already; the result is turned back to the weights' (Cin, r, r) at the end).
     private func transformWeightGradient(_ du: UnsafePointer<Float>, _ w: WinogradTransform,
                                          into weightGradient: UnsafeMutablePointer<Float>) {
-        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart
-        let g = w.filterTransform
-        Parallel.forEachChunk(rows, threads: threads) { range in
-            var tmp = [Float](repeating: 0, count: r * a)
-            for o in range {
-                for c in 0..<cin {
-                    // tmp (r, α) = Gᵀ · dU
-                    for k in 0..<r { for j in 0..<a {
-                        var s: Float = 0
-                        for i in 0..<a { s += g[i * r + k] * du[((i * a + j) * rows + o) * cin + c] }
-                        tmp[k * a + j] = s
-                    } }
-                    let out = weightGradient + (o * cin + c) * r * r
-                    for k in 0..<r { for l in 0..<r {
-                        var s: Float = 0
-                        for j in 0..<a { s += tmp[k * a + j] * g[j * r + l] }
-                        out[k * r + l] = s
-                    } }
-                }
+        let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart, ld = paddedInputChannels
+        forEachFilterRow(w, scratch: (a * a + r * a + r * r) * ld) { o, g, scratch in
+            let dU = scratch                       // (α², ld): this output channel's dU
+            let tmp = dU + a * a * ld              // (r, α, ld) = Gᵀ · dU
+            let out = tmp + r * a * ld             // (r·r, ld) = tmp · G
+            for xi in 0..<(a * a) { (dU + xi * ld).update(from: du + (xi * rows + o) * cin, count: cin) }
+            for v in stride(from: 0, to: ld, by: 8) {
+                for k in 0..<r { for j in 0..<a {
+                    var sum = SIMD8<Float>()
+                    for i in 0..<a { sum += g[i * r + k] * Self.load8(dU + (i * a + j) * ld + v) }
+                    Self.store8(sum, tmp + (k * a + j) * ld + v)
+                } }
+                for k in 0..<r { for l in 0..<r {
+                    var sum = SIMD8<Float>()
+                    for j in 0..<a { sum += g[j * r + l] * Self.load8(tmp + (k * a + j) * ld + v) }
+                    Self.store8(sum, out + (k * r + l) * ld + v)
+                } }
+            }
+            for c in 0..<cin {
+                let filter = weightGradient + (o * cin + c) * r * r
+                for t in 0..<(r * r) { filter[t] = out[t * ld + c] }
             }
         }
+    }
+
+    @inline(__always) private static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+    @inline(__always) private static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
     /// Runs body(plane index range, scratch) split over the threads, with transform scratch for each thread.
