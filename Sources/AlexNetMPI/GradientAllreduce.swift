@@ -120,17 +120,23 @@ public final class GradientAllreduce: @unchecked Sendable {
         do { _ = try communicator.test(&requests) } catch { failure = error }
     }
 
+    /// Starts the final gradients not yet in flight, [pendingLow, startedLow), as buckets of at most `bucketFloats`
+    /// (from the top: a layer larger than a bucket, fc6's 151 MB at W = 1, goes as several). Open MPI's allreduce
+    /// allocates a scratch buffer as large as (half) its message each call; kept below glibc's largest mmap threshold
+    /// (32 MB, see `MallocTuning`), the buffer is reused from the heap instead of being mapped and faulted in anew.
     private func startBucket() throws {
-        let n = startedLow - pendingLow
-        guard n > 0 else { return }
+        guard startedLow > pendingLow else { return }
         requestsLock.lock()
         defer { requestsLock.unlock(); wake.signal() }
-        let start = PhaseClock.now()
-        requests.append(try communicator.startSum(gradients + pendingLow, count: n))
-        if trace != nil { traced.append(TracedBucket(start: start, floats: n)); completed.append(false) }
-        floatsReduced += n
-        buckets += 1
-        startedLow = pendingLow
+        while startedLow > pendingLow {
+            let low = max(pendingLow, startedLow - bucketFloats), n = startedLow - low
+            let start = PhaseClock.now()
+            requests.append(try communicator.startSum(gradients + low, count: n))
+            if trace != nil { traced.append(TracedBucket(start: start, floats: n)); completed.append(false) }
+            floatsReduced += n
+            buckets += 1
+            startedLow = low
+        }
     }
 
     /// Starts what is left and waits for every bucket: afterwards the buffer holds the sum over the ranks.

@@ -69,6 +69,7 @@ public final class MPICommunicator: @unchecked Sendable {   // immutable after i
             // back down, log₂(G) times each way. Its ring sends 2(G − 1)/G of it, in both directions at once: half
             // the time on 2 ranks, a sixth on 64. Chosen here unless the user set the parameter.
             setenv(iallreduceAlgorithmVariable, "1", 0)
+            MallocTuning.keepCollectiveScratchInTheHeap()
             var provided: Int32 = 0
             try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided), "MPI_Init_thread")
         }

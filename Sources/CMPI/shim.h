@@ -1,6 +1,12 @@
 // What Swift cannot import from mpi.h by itself: the predefined handles (macros over global objects in Open MPI)
-// and MPI_STATUS(ES)_IGNORE, as static inline functions.
+// and MPI_STATUS(ES)_IGNORE, as static inline functions; and glibc's mallopt, which the collectives' scratch
+// buffers need (MallocTuning) and Swift's Glibc module leaves out.
 #include <mpi.h>
+#include <malloc.h>
+
+static inline int shim_keep_heap_blocks_below(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold);
+}
 
 static inline MPI_Comm shim_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Comm shim_comm_null(void) { return MPI_COMM_NULL; }

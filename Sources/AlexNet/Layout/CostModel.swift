@@ -228,13 +228,19 @@ public struct CostModel: Sendable {
         }
         // The allreduce: buckets of the replicated gradients from the last layer back, each started when backward has
         // finished it (the network does one at a time), the rest when backward ends; exposed is what runs past it.
+        // As in GradientAllreduce, what is ready goes as buckets of at most bucketFloats (fc6 as several).
         let group = layout.replicas
         if group > 1 {
             var clock = 0.0, networkFree = 0.0, pending = 0.0
             func send(_ floats: Double, at time: Double) {
-                let start = max(time, networkFree)
-                networkFree = start + ringAllreduce(floats: floats, group: group)
-                p.allreduceAlone += ringAllreduce(floats: floats, group: group)
+                var left = floats
+                while left > 0 {
+                    let bucket = min(left, Double(layout.bucketFloats))
+                    let start = max(time, networkFree)
+                    networkFree = start + ringAllreduce(floats: bucket, group: group)
+                    p.allreduceAlone += ringAllreduce(floats: bucket, group: group)
+                    left -= bucket
+                }
             }
             for (stage, seconds) in backward.reversed() {   // fc8 first
                 clock += seconds
