@@ -236,6 +236,7 @@ public struct BenchmarkJob {
         whole.sgemmGflops = try world.sum(r.sgemmGflops)
         let bestSum = try world.sum(r.bestKernelGflops ?? 0)   // every rank calls it: a collective
         whole.bestKernelGflops = bestSum > 0 ? bestSum : nil
+        whole.pageFaultsPerStep = try world.maximum(r.pageFaultsPerStep)
         say((report.lines + [Benchmark.report(whole, settings: s, extra: report.fields)]).joined(separator: "\n"))
     }
 }

@@ -43,6 +43,9 @@ public struct BenchmarkResult: Sendable {
     public var limitImagesPerSecond: Double
     public var fraction: Double { imagesPerSecond / limitImagesPerSecond }
     public var stageSeconds: [Stage: [Phase: Double]]
+    /// Minor page faults a timed step (memory mapped afresh and zeroed by the kernel: none in a steady step; under
+    /// MPI the most of any rank).
+    public var pageFaultsPerStep: Double = 0
 }
 
 public enum Benchmark {
@@ -103,7 +106,7 @@ public enum Benchmark {
         // The machine is shared: both sides of the ratio take their best — the fastest step, and the fastest sgemm
         // measured before and after the steps (the mean step is reported too).
         var times: [Double] = []
-        let t0 = PhaseClock.now()
+        let t0 = PhaseClock.now(), faults0 = minorPageFaults
         for k in 0..<s.steps {
             let ts = PhaseClock.now()
             try step(s.warmupSteps + k)
@@ -111,6 +114,7 @@ public enum Benchmark {
         }
         let fastest = times.min() ?? .infinity
         let meanSeconds = Double(PhaseClock.now() - t0) * 1e-9 / Double(s.steps)
+        let faultsPerStep = Double(minorPageFaults - faults0) / Double(s.steps)
         afterTimed()
         let gflopsAfter = sgemmWithAllThreads()
         let bestAfter = bestKernelGflops()
@@ -124,7 +128,15 @@ public enum Benchmark {
         let limit = max(peak, best ?? 0)
         return BenchmarkResult(sgemmGflops: peak, bestKernelGflops: best, limitGflops: limit, stepSeconds: seconds,
                                meanStepSeconds: meanSeconds, stepTimes: times, imagesPerSecond: Double(s.batch) / seconds,
-                               limitImagesPerSecond: limit * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages)
+                               limitImagesPerSecond: limit * 1e9 / s.model.trainingFlopsPerImage, stageSeconds: stages,
+                               pageFaultsPerStep: faultsPerStep)
+    }
+
+    /// Minor page faults of this process so far (getrusage's ru_minflt).
+    public static var minorPageFaults: Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_minflt
     }
 
     /// The most memory this process has held resident so far (getrusage's ru_maxrss), in bytes.
@@ -146,7 +158,8 @@ public enum Benchmark {
         lines.append(String(format: "training step (W = %g, %d classes, batch %d, %@): fastest of %d %.1f ms (median %.1f, mean %.1f)  →  %.2f images/s  =  %.1f%% of the limit",
                             s.model.width, s.model.classes, s.batch, s.workers, s.steps, r.stepSeconds * 1e3, r.medianStepSeconds * 1e3, r.meanStepSeconds * 1e3,
                             r.imagesPerSecond, 100 * r.fraction))
-        lines.append(String(format: "peak resident memory: %.2f GB%@", Double(peakResidentBytes) / 1e9, s.ranks > 1 ? " (rank 0)" : ""))
+        lines.append(String(format: "peak resident memory: %.2f GB%@; page faults a timed step: %.0f%@", Double(peakResidentBytes) / 1e9,
+                            s.ranks > 1 ? " (rank 0)" : "", r.pageFaultsPerStep, s.ranks > 1 ? " (the most of any rank)" : ""))
         lines.append("ms per step (" + (s.ranks > 1 ? "rank 0" : s.layout == .threadedTowers ? "tower 0's thread" : "both towers") + "):")
         lines.append("stage           forward   backward   exchange")
         for st in Stage.allCases {
@@ -161,7 +174,7 @@ public enum Benchmark {
             "blas_core": Blas.coreName,
             "step_ms": r.stepSeconds * 1e3, "mean_step_ms": r.meanStepSeconds * 1e3,
             "median_step_ms": r.medianStepSeconds * 1e3, "step_times_ms": r.stepTimes.map { $0 * 1e3 }, "batch": s.batch, "threads": s.threads, "ranks": s.ranks, "width": s.model.width,
-            "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes,
+            "classes": s.model.classes, "peak_resident_bytes": peakResidentBytes, "page_faults_per_step": r.pageFaultsPerStep,
             "parameters": s.model.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) },   // the whole network's, both towers
         ]
         // Per layer (the stages of the table above): [forward, backward, exchange] ms a step, the compute rates
