@@ -74,15 +74,20 @@ final class CostModelTests: XCTestCase {
                 .predict(.data, nodes: 2, batch: 128))
         }
         let fast = try predict(1e12), slow = try predict(1.25e8)
-        // 2 ranks: 2 messages of half a bucket each. Backward of 64 images at 100 GFLOP/s takes ~1.7 s, its fc layers
-        // the first ~0.15 s. At 1 TB/s the whole allreduce takes 0.25 ms: hidden, but for the last bucket (conv5 …
-        // conv1, 9.3 MB, started when backward ends).
-        XCTAssertEqual(fast.allreduceAlone, 3 * 2 * 1e-5 + 243_860_896 / 1e12, accuracy: 1e-9)
+        // 2 ranks: 2 messages of half a bucket each. Buckets hold at most 6,553,600 floats (25 MB), as in
+        // GradientAllreduce: fc8 + fc7 (20.9 M floats, ready together) go as 4, fc6 (37.7 M) as 6 and the
+        // convolutions (2.3 M) as 1, 11 buckets in all. Backward of 64 images at 100 GFLOP/s takes ~1.7 s, its fc
+        // layers the first ~0.15 s. At 1 TB/s the whole allreduce takes 0.25 ms: hidden, but for the last bucket
+        // (conv5 … conv1, 9.3 MB, started when backward ends).
+        let buckets = [(4_097_000 + 16_781_312, 4), (37_752_832, 6), (2_334_080, 1)]
+        for (floats, count) in buckets { XCTAssertEqual((floats + 6_553_599) / 6_553_600, count, "buckets of \(floats) floats") }
+        XCTAssertEqual(try ParallelLayout(mode: .data, ranks: 2, underMPI: true).bucketFloats, 6_553_600)
+        XCTAssertEqual(fast.allreduceAlone, 11 * 2 * 1e-5 + 243_860_896 / 1e12, accuracy: 1e-9)
         XCTAssertEqual(fast.allreduce, 2 * 1e-5 + 9_336_320 / 1e12, accuracy: 1e-9)
         // At 1 Gbit/s: fc8 + fc7 (83.6 MB) take 0.67 s, fc6 (151 MB) 1.21 s more, so the link is busy until ~1.9 s,
         // past backward's end; the conv bucket (75 ms) then queues behind. Exposed: more than the last bucket, less
         // than the whole 1.95 s.
-        XCTAssertEqual(slow.allreduceAlone, 3 * 2 * 1e-5 + 243_860_896 / 1.25e8, accuracy: 1e-9)
+        XCTAssertEqual(slow.allreduceAlone, 11 * 2 * 1e-5 + 243_860_896 / 1.25e8, accuracy: 1e-9)
         XCTAssertGreaterThan(slow.allreduce, 9_336_320 / 1.25e8 + 0.1)
         XCTAssertLessThan(slow.allreduce, slow.allreduceAlone - 1)
         XCTAssertEqual(slow.step - fast.step, slow.allreduce - fast.allreduce, accuracy: 1e-9, "only the allreduce changes")

@@ -95,9 +95,9 @@ public struct ParallelLayout: Sendable, Equatable {
         fullyConnected == .byNeuronSlice ? Array(0..<ranks) : Array(0..<ranksPerReplica)
     }
 
-    /// Floats a gradient bucket gathers before its allreduce starts: PyTorch DDP's 25 MB, or under owt 1 MB, so that
-    /// the convolutions' 9 MB (at W = 1) go layer by layer while the earlier layers' backward still runs, instead of
-    /// in one bucket after it.
+    /// Floats a gradient bucket gathers before its allreduce starts, and the most it holds (a larger layer goes as
+    /// several): PyTorch DDP's 25 MB, or under owt 1 MB, so that the convolutions' 9 MB (at W = 1) go layer by layer
+    /// while the earlier layers' backward still runs, instead of in one bucket after it.
     public var bucketFloats: Int { fullyConnected == .byNeuronSlice ? 1 << 18 : 25 << 18 }
 
     /// Images of a global batch replica k computes: [⌊k·B/R⌋, ⌊(k+1)·B/R⌋) (what the trainer's shard takes).
