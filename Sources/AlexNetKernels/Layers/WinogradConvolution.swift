@@ -621,11 +621,11 @@ extension Convolution {
     /// Input channels rounded up to whole eight-lane vectors: the weight transforms run eight channels at a time.
     private var paddedInputChannels: Int { (inputChannelsPerPart + 7) / 8 * 8 }
 
-    /// Runs body(output channel, G, scratch) for every output channel, split over the threads, with `floats` of
-    /// scratch a thread (zeroed once: the lanes past Cin stay zero) and G (α, r) as a pointer.
-    private func forEachFilterRow(_ w: WinogradTransform, scratch floats: Int,
+    /// Runs body(output channel, matrix, scratch) for every output channel, split over the threads, with `floats` of
+    /// scratch a thread (zeroed once: the lanes past Cin stay zero) and `matrix` (G or Gᵀ) as a pointer.
+    private func forEachFilterRow(_ matrix: [Float], scratch floats: Int,
                                   _ body: (Int, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
-        w.filterTransform.withUnsafeBufferPointer { g in
+        matrix.withUnsafeBufferPointer { g in
             let shared = SharedForCall(g.baseAddress!)   // read only, and every chunk finishes before this returns
             Parallel.forEachChunk(outputChannels, threads: threads) { range in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: floats) { buffer in
@@ -641,7 +641,7 @@ extension Convolution {
     /// are first turned channel-minor, (r·r, Cin), so that every tap of eight channels is one load.
     private func transformWeights(_ weight: UnsafePointer<Float>, _ w: WinogradTransform, into u: UnsafeMutablePointer<Float>) {
         let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart, ld = paddedInputChannels
-        forEachFilterRow(w, scratch: (r * r + a * r + a * a) * ld) { o, g, scratch in
+        forEachFilterRow(w.filterTransform, scratch: (r * r + a * r + a * a) * ld) { o, g, scratch in
             let filters = scratch                  // (r·r, ld): tap-major, channels contiguous
             let tmp = filters + r * r * ld         // (α, r, ld) = G · filter
             let out = tmp + a * r * ld             // (α², ld) = tmp · Gᵀ
@@ -649,18 +649,7 @@ extension Convolution {
                 let filter = weight + (o * cin + c) * r * r
                 for t in 0..<(r * r) { filters[t * ld + c] = filter[t] }
             }
-            for v in stride(from: 0, to: ld, by: 8) {
-                for i in 0..<a { for l in 0..<r {
-                    var sum = SIMD8<Float>()
-                    for k in 0..<r { sum += g[i * r + k] * Self.load8(filters + (k * r + l) * ld + v) }
-                    Self.store8(sum, tmp + (i * r + l) * ld + v)
-                } }
-                for i in 0..<a { for j in 0..<a {
-                    var sum = SIMD8<Float>()
-                    for l in 0..<r { sum += g[j * r + l] * Self.load8(tmp + (i * r + l) * ld + v) }
-                    Self.store8(sum, out + (i * a + j) * ld + v)
-                } }
-            }
+            Self.twoSidedProduct(left: g, leftRows: a, filters, rows: r, columns: r, right: g, rightRows: a, tmp: tmp, into: out, ld: ld)
             for xi in 0..<(a * a) { (u + (xi * rows + o) * cin).update(from: out + xi * ld, count: cin) }
         }
     }
@@ -670,27 +659,37 @@ extension Convolution {
     private func transformWeightGradient(_ du: UnsafePointer<Float>, _ w: WinogradTransform,
                                          into weightGradient: UnsafeMutablePointer<Float>) {
         let r = w.kernel, a = w.tile, rows = outputChannels, cin = inputChannelsPerPart, ld = paddedInputChannels
-        forEachFilterRow(w, scratch: (a * a + r * a + r * r) * ld) { o, g, scratch in
+        let g = w.filterTransform, transposed = (0..<(r * a)).map { g[($0 % a) * r + $0 / a] }   // Gᵀ (r, α)
+        forEachFilterRow(transposed, scratch: (a * a + r * a + r * r) * ld) { o, gt, scratch in
             let dU = scratch                       // (α², ld): this output channel's dU
             let tmp = dU + a * a * ld              // (r, α, ld) = Gᵀ · dU
             let out = tmp + r * a * ld             // (r·r, ld) = tmp · G
             for xi in 0..<(a * a) { (dU + xi * ld).update(from: du + (xi * rows + o) * cin, count: cin) }
-            for v in stride(from: 0, to: ld, by: 8) {
-                for k in 0..<r { for j in 0..<a {
-                    var sum = SIMD8<Float>()
-                    for i in 0..<a { sum += g[i * r + k] * Self.load8(dU + (i * a + j) * ld + v) }
-                    Self.store8(sum, tmp + (k * a + j) * ld + v)
-                } }
-                for k in 0..<r { for l in 0..<r {
-                    var sum = SIMD8<Float>()
-                    for j in 0..<a { sum += g[j * r + l] * Self.load8(tmp + (k * a + j) * ld + v) }
-                    Self.store8(sum, out + (k * r + l) * ld + v)
-                } }
-            }
+            Self.twoSidedProduct(left: gt, leftRows: r, dU, rows: a, columns: a, right: gt, rightRows: r, tmp: tmp, into: out, ld: ld)
             for c in 0..<cin {
                 let filter = weightGradient + (o * cin + c) * r * r
                 for t in 0..<(r * r) { filter[t] = out[t * ld + c] }
             }
+        }
+    }
+
+    /// out (P, Q) = L (P, K) · x (K, J) · Rᵀ with L and R (Q, J) row-major, for `ld` channels at once, eight a vector:
+    /// every entry of x, tmp (P, J) and out is a row of `ld` channels.
+    @inline(__always)
+    private static func twoSidedProduct(left: UnsafePointer<Float>, leftRows P: Int, _ x: UnsafePointer<Float>, rows K: Int, columns J: Int,
+                                        right: UnsafePointer<Float>, rightRows Q: Int, tmp: UnsafeMutablePointer<Float>,
+                                        into out: UnsafeMutablePointer<Float>, ld: Int) {
+        for v in stride(from: 0, to: ld, by: 8) {
+            for p in 0..<P { for j in 0..<J {
+                var sum = SIMD8<Float>()
+                for k in 0..<K { sum += left[p * K + k] * load8(x + (k * J + j) * ld + v) }
+                store8(sum, tmp + (p * J + j) * ld + v)
+            } }
+            for p in 0..<P { for q in 0..<Q {
+                var sum = SIMD8<Float>()
+                for j in 0..<J { sum += right[q * J + j] * load8(tmp + (p * J + j) * ld + v) }
+                store8(sum, out + (p * Q + q) * ld + v)
+            } }
         }
     }
 
