@@ -12,7 +12,7 @@ public final class GradientAllreduce: @unchecked Sendable {
     public let communicator: MPICommunicator
     let gradients: UnsafeMutablePointer<Float>
     let count: Int
-    /// Floats a bucket gathers before its allreduce starts (25 MB, PyTorch DDP's default).
+    /// Floats a bucket gathers before its allreduce starts, and the most one holds (25 MB, PyTorch DDP's default).
     public var bucketFloats = 25 << 18
     /// `bench --skip-gradient-sum`: nothing is summed (the replicas drift apart), so that the step can be timed
     /// without the allreduce; against a run with it, that is what the sum costs even where it is hidden.
