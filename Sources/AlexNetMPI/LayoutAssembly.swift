@@ -221,31 +221,28 @@ public final class LayoutAssembly: RankCoordination {
             fields["exchange_predicted_bytes_per_step"] = predictedSent
             fields["exchange_bytes_equal_predicted"] = try world.minimum(sent == predictedSent ? 1 : 0) == 1
         }
-        if let sync = synchroniser, sync.allreduce.skipped {
+        if let sync = synchroniser {
             let blocking = try sync.allreduce.measureBlockingSeconds()
-            let bytes = 4 * c.reducedFloats / n   // what did go into allreduces: none
-            lines.append(String(format: "gradient allreduce: skipped (--skip-gradient-sum): %@ B a step summed of %@ B over %d replicas (the step without the sum; one blocking allreduce takes %.1f ms)",
-                                LayerTable.grouped(bytes), LayerTable.grouped(4 * predicted.allreduceFloats), sync.group.size, 1e3 * blocking))
-            fields["allreduce_skipped"] = true
+            let bytes = 4 * c.reducedFloats / n, predictedBytes = 4 * predicted.allreduceFloats
             fields["allreduce_bytes_per_step"] = Double(bytes)
-            fields["allreduce_predicted_bytes_per_step"] = Double(4 * predicted.allreduceFloats)
+            fields["allreduce_predicted_bytes_per_step"] = Double(predictedBytes)
             fields["allreduce_blocking_ms"] = 1e3 * blocking
-        } else if let sync = synchroniser {
-            let blocking = try sync.allreduce.measureBlockingSeconds()
-            // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
-            let exposed = try sync.group.minimum(c.exposedSeconds / Double(n))
-            let longest = try sync.group.maximum(c.exposedSeconds / Double(n))
-            let hidden = max(0, 1 - exposed / max(blocking, 1e-9))
-            let bytes = 4 * c.reducedFloats / n
-            lines.append(String(format: "gradient allreduce: %@ B a step (predicted %@) over %d replicas; exposed wait %.1f ms a step (the last replica to arrive; %.1f ms for the first, which also waits for the others) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
-                                LayerTable.grouped(bytes), LayerTable.grouped(4 * predicted.allreduceFloats), sync.group.size,
-                                1e3 * exposed, 1e3 * longest, 1e3 * blocking, 100 * hidden))
-            fields["allreduce_bytes_per_step"] = Double(bytes)
-            fields["allreduce_predicted_bytes_per_step"] = Double(4 * predicted.allreduceFloats)
-            fields["allreduce_exposed_ms"] = 1e3 * exposed
-            fields["allreduce_longest_wait_ms"] = 1e3 * longest
-            fields["allreduce_blocking_ms"] = 1e3 * blocking
-            fields["allreduce_hidden_fraction"] = hidden
+            if sync.allreduce.skipped {
+                lines.append(String(format: "gradient allreduce: skipped (--skip-gradient-sum): %@ B a step summed of %@ B over %d replicas (the step without the sum; one blocking allreduce takes %.1f ms)",
+                                    LayerTable.grouped(bytes), LayerTable.grouped(predictedBytes), sync.group.size, 1e3 * blocking))
+                fields["allreduce_skipped"] = true
+            } else {
+                // The last replica to finish backward waits only for the allreduce itself; the others also wait for it.
+                let exposed = try sync.group.minimum(c.exposedSeconds / Double(n))
+                let longest = try sync.group.maximum(c.exposedSeconds / Double(n))
+                let hidden = max(0, 1 - exposed / max(blocking, 1e-9))
+                lines.append(String(format: "gradient allreduce: %@ B a step (predicted %@) over %d replicas; exposed wait %.1f ms a step (the last replica to arrive; %.1f ms for the first, which also waits for the others) against %.1f ms for one blocking allreduce: %.0f%% hidden behind backward",
+                                    LayerTable.grouped(bytes), LayerTable.grouped(predictedBytes), sync.group.size,
+                                    1e3 * exposed, 1e3 * longest, 1e3 * blocking, 100 * hidden))
+                fields["allreduce_exposed_ms"] = 1e3 * exposed
+                fields["allreduce_longest_wait_ms"] = 1e3 * longest
+                fields["allreduce_hidden_fraction"] = hidden
+            }
         }
         return (lines, fields)
     }
