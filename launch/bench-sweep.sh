@@ -2,7 +2,9 @@
 # The speed figures of the README: `alexnet-mpi bench` (W = 1, 1000 classes) for 1 and 2 threads and batches
 # 32, 64, 128 in one process, small widths (W = 0.25 and the default job's 0.125, batch 64), Winograd against im2col
 # only, then model, data and conv-data/fc-model (owt) parallelism on 2 ranks × 1 thread, each back to back with one
-# process × 2 threads (data parallelism also without its gradient sum: its ceiling), and the hybrid layout on 4 ranks. Prints one table row a run; each fraction is against the sgemm rate measured in that same run.
+# process × 2 threads (data parallelism as it runs on one node, summing in shared memory, then with the allreduce, and
+# with the allreduce left out: its ceiling), and the hybrid layout on 4 ranks. Prints one table row a run; each
+# fraction is against the sgemm rate measured in that same run.
 # Usage: launch/bench-sweep.sh [--quick | --layouts]   (--quick: batch 128 only; --layouts: only the 2-rank layouts
 # against one process)
 set -euo pipefail
@@ -19,7 +21,8 @@ import json, sys
 j = json.loads(sys.argv[2])
 notes = []
 if "exchange_fraction" in j: notes.append("%s %.1f%% of the step" % ("fc slice exchange" if j.get("mode") == "owt" else "tower exchange", 100 * j["exchange_fraction"]))
-if j.get("allreduce_skipped"): notes.append("gradient sum skipped (--skip-gradient-sum): the step without the allreduce")
+if j.get("gradient_sum") == "shared-memory": notes.append("gradients summed in shared memory: one copy of the weights, updated in shares")
+elif j.get("allreduce_skipped"): notes.append("gradient sum skipped (--skip-gradient-sum): the step without the allreduce")
 elif "allreduce_bytes_per_step" in j: notes.append("allreduce %.0f MB a step, %.0f%% hidden" % (j["allreduce_bytes_per_step"] / 1e6, 100 * j["allreduce_hidden_fraction"]))
 print("| %s | %g | %d | %.2f | %.1f | %.1f | %.1f%% | %.2f GB | %s |" % (sys.argv[1], j["width"], j["batch"], j["images_per_second"], j["limit_images_per_second"], j["step_ms"], 100 * j["fraction_of_sgemm_limit"], j["peak_resident_bytes"] / 1e9, "; ".join(notes)))
 ' "$1" "$2"
@@ -50,6 +53,10 @@ for mode in model data owt; do
   row "2 ranks × 1 thread, $mode parallel" "$other"
   python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| %s parallel / one process, back to back | | | **%.3f×** | | | | | |" % (sys.argv[3], b["images_per_second"]/a["images_per_second"]))' "$single" "$other" "$mode"
   if [[ $mode == data ]]; then
+    # The same layout summing with the allreduce, a copy of the model a rank (what spans nodes).
+    summed=$(mpirun -np 2 --bind-to core "$bin" bench --mode data --batch 128 --threads 1 --gradient-sum allreduce | tail -n 1)
+    row "2 ranks × 1 thread, data parallel, --gradient-sum allreduce" "$summed"
+    python3 -c 'import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print("| data parallel with the allreduce / one process | | | **%.3f×** | | | | | |" % (b["images_per_second"]/a["images_per_second"]))' "$single" "$summed"
     # The same step without the gradient sum: data parallelism's ceiling on these cores (the allreduce's true cost is
     # the difference, even where it is hidden behind backward).
     bare=$(mpirun -np 2 --bind-to core "$bin" bench --mode data --batch 128 --threads 1 --skip-gradient-sum | tail -n 1)

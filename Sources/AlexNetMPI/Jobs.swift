@@ -17,6 +17,8 @@ public struct TrainingJob {
     /// Threads of the process; the replica layout and the threads a model's loops use (from ThreadPlan).
     public var threads = 1
     public var checkWeightsEvery = 50
+    /// Data parallelism's gradient sum: shared memory on one node where it can (auto), or always the allreduce.
+    public var gradientSum = GradientSum.auto
     /// Every option as (name, value), compared over the ranks before any work.
     public var options: [(String, String)] = []
     public var epochs: Int? = nil
@@ -75,7 +77,8 @@ public struct TrainingJob {
         say("strided convolution (conv1): " + Convolution.directKernelReport)
         GracefulStop.install()
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
-                                          threadsPerModel: plan.threadsPerModel, checkWeightsEvery: checkWeightsEvery)
+                                          threadsPerModel: plan.threadsPerModel, checkWeightsEvery: checkWeightsEvery,
+                                          gradientSum: gradientSum)
         s.shard = assembly.shard
         s.unevenShards = layout.allowsUnevenShares
         if let p = perturb, p.rank == rank { assembly.perturbAfterStep = p.step }
@@ -192,6 +195,8 @@ public struct BenchmarkJob {
     public var bestKernelGflops: (Int) -> Double? = { _ in nil }
     /// --skip-gradient-sum: time the step of a layout with replicas without their gradient sum.
     public var skipGradientSum = false
+    /// Data parallelism's gradient sum (--skip-gradient-sum times the allreduce's step without it, so it takes that).
+    public var gradientSum = GradientSum.auto
     public init() {}
 
     public func run(world: MPICommunicator?) throws {
@@ -200,6 +205,9 @@ public struct BenchmarkJob {
         let layout = try refusedBeforeWork { try ParallelLayout(mode: mode ?? ParallelLayout.defaultMode(ranks: size), ranks: size, underMPI: world != nil) }
         if skipGradientSum && layout.replicas < 2 {
             throw RefusedBeforeWork(message: "--skip-gradient-sum: the \(layout.mode.rawValue) layout on \(size) rank\(size == 1 ? "" : "s") has no replicas whose gradients are summed; use it with --mode data, hybrid (4 or more ranks) or owt under mpirun")
+        }
+        if skipGradientSum && gradientSum == .sharedMemory {
+            throw RefusedBeforeWork(message: "--skip-gradient-sum times the step of replicas that sum with the allreduce, without it; it cannot go with --gradient-sum shared-memory (leave that out)")
         }
         var s = settings
         let plan = ThreadPlan(threads: s.threads, holdsBothTowersInOneProcess: layout.mode == .single)
@@ -215,7 +223,7 @@ public struct BenchmarkJob {
         say("strided convolution (conv1): " + Convolution.directKernelReport)
         let assembly = try LayoutAssembly(layout: layout, world: world, config: s.model, batch: s.batch, replicaLayout: plan.replicaLayout,
                                           threadsPerModel: plan.threadsPerModel, columnBudget: s.columnBudget,
-                                          winograd: s.winograd)
+                                          winograd: s.winograd, gradientSum: skipGradientSum ? .allreduce : gradientSum)
         for line in assembly.describe(threads: plan.threads) { say("alexnet-mpi bench: " + line) }
         if skipGradientSum, let allreduce = assembly.synchroniser?.allreduce {
             allreduce.skipped = true
@@ -225,6 +233,7 @@ public struct BenchmarkJob {
         var timed = 0.0
         let r = try Benchmark.run(s, replica: assembly.replica, localBatch: assembly.localBatch, bestKernelGflops: { best(threads) },
                                   afterBackward: { try assembly.synchroniseGradients() },
+                                  update: { _ = try assembly.update($0, learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) },
                                   afterWarmup: { assembly.resetCounters(); timed = Double(PhaseClock.now()) * 1e-9 },
                                   afterTimed: { timed = Double(PhaseClock.now()) * 1e-9 - timed })
         guard let world, size > 1 else { return say(Benchmark.report(r, settings: s)) }

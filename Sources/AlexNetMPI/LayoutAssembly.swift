@@ -22,8 +22,13 @@ public final class LayoutAssembly: RankCoordination {
     public let replica: Replica
     public let towerExchange: MPITowerExchange?
     public let sliceExchange: MPISliceExchange?
-    /// Sums the replicated parameters' gradients over the replicas (nil when nothing is replicated).
+    /// Sums the replicated parameters' gradients over the replicas (nil when nothing is replicated, or when the
+    /// replicas share their weights).
     public let synchroniser: ReplicaSynchroniser?
+    /// Data parallelism on one node: one copy of the weights for every rank, updated in shares (nil: the allreduce).
+    public let shared: SharedReplicaMemory?
+    /// Why data parallelism sums with the allreduce under `--gradient-sum auto` (nil: it did not have to).
+    public let sharedMemoryUnavailable: String?
     /// The ranks whose shares of a batch make it whole, for sums of losses and hits (nil: this rank's is whole).
     let shareGroup: MPICommunicator?
     /// Test hook: after this step, nudge this rank's first weight (the replicas' weight check must catch it).
@@ -35,7 +40,7 @@ public final class LayoutAssembly: RankCoordination {
 
     public init(layout: ParallelLayout, world: MPICommunicator?, config: ModelConfig, batch: Int, replicaLayout: ReplicaLayout,
                 threadsPerModel: Int, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays,
-                checkWeightsEvery: Int = 0) throws {
+                checkWeightsEvery: Int = 0, gradientSum: GradientSum = .allreduce) throws {
         precondition((world?.size ?? 1) == layout.ranks)
         try layout.checkBatch(batch)
         self.layout = layout
@@ -46,6 +51,7 @@ public final class LayoutAssembly: RankCoordination {
         let local = layout.localBatch(batch)
         var towerExchange: MPITowerExchange? = nil, sliceExchange: MPISliceExchange? = nil
         var gradientGroup: MPICommunicator? = nil, replicatedFloats: Int? = nil
+        var shared: SharedReplicaMemory? = nil, unavailable: String? = nil
         switch layout.mode {
         case .single:
             replica = Replica(config: config, maxBatch: batch, layout: replicaLayout, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
@@ -55,8 +61,17 @@ public final class LayoutAssembly: RankCoordination {
             replica = Replica(config: config, maxBatch: batch, exchange: towerExchange!, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
             shareGroup = nil   // both ranks compute the loss of the gathered logits
         case .data:
-            replica = Replica(config: config, maxBatch: local, layout: .sequential, threads: threadsPerModel, columnBudget: columnBudget, winograd: winograd)
-            gradientGroup = world
+            if gradientSum != .allreduce, let world, world.size > 1 {
+                let count = ParameterStore.floats(config: config, towers: 0..<ModelConfig.towers)
+                (shared, unavailable) = try SharedReplicaMemory.make(world: world, count: count)
+                if gradientSum == .sharedMemory, let why = unavailable {
+                    throw RefusedBeforeWork(message: "--gradient-sum shared-memory: \(why); or sum with --gradient-sum allreduce")
+                }
+            }
+            replica = Replica(config: config, maxBatch: local, layout: .sequential, threads: threadsPerModel, columnBudget: columnBudget,
+                              winograd: winograd, parameterMemory: shared?.memory)
+            precondition(shared == nil || replica.stores[0].count == shared!.count, "the shared window and the store disagree on the parameters")
+            gradientGroup = shared == nil ? world : nil
             shareGroup = world
         case .hybrid:
             let hybrid = try HybridCommunicators(world: world!)
@@ -74,6 +89,8 @@ public final class LayoutAssembly: RankCoordination {
         }
         self.towerExchange = towerExchange
         self.sliceExchange = sliceExchange
+        self.shared = shared
+        sharedMemoryUnavailable = unavailable
         if let group = gradientGroup, group.size > 1 {
             synchroniser = ReplicaSynchroniser(group: group, model: replica.models[0], checkEvery: checkWeightsEvery, count: replicatedFloats)
             synchroniser?.allreduce.bucketFloats = layout.bucketFloats
@@ -102,11 +119,26 @@ public final class LayoutAssembly: RankCoordination {
     public var shard: (index: Int, count: Int) { (role.replica, layout.replicas) }
 
     /// Before the first step (after the weights are initialised or loaded): the replicas take the first one's weights.
-    public func startTraining() throws { try synchroniser?.broadcastFromFirst() }
+    /// Shared weights: every rank wrote the same ones, and waits until all have.
+    public func startTraining() throws {
+        if let shared { try shared.startTraining() } else { try synchroniser?.broadcastFromFirst() }
+    }
 
     // MARK: RankCoordination
 
-    public func synchroniseGradients() throws { try synchroniser?.allreduce.finish() }
+    public func synchroniseGradients() throws {
+        if let shared { try shared.gradientsComplete() } else { try synchroniser?.allreduce.finish() }
+    }
+
+    /// Shared weights: this rank's share from every rank's gradients, then the barrier before the next forward.
+    public func update(_ replica: Replica, learningRate: Float, momentum: Float, weightDecay: Float) throws -> Double {
+        guard let shared else { return try replica.update(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay) }
+        let sum = replica.clock.time(.update, .backward) {
+            shared.updateShare(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+        }
+        try replica.clock.time(.update, .exchange) { try shared.sharesWritten() }
+        return sum
+    }
 
     public func sumOverShares(_ value: Double, of what: String) throws -> Double {
         guard let shareGroup else { return value }
@@ -150,8 +182,13 @@ public final class LayoutAssembly: RankCoordination {
             var moves: [String] = []
             if p.towerExchangeFloats > 0 { moves.append("tower exchange \(LayerTable.grouped(4 * p.towerExchangeFloats)) B sent") }
             if p.sliceExchangeFloats > 0 { moves.append("fc slice exchange \(LayerTable.grouped(4 * p.sliceExchangeFloats)) B sent") }
-            if p.allreduceFloats > 0 { moves.append("gradient allreduce of \(LayerTable.grouped(4 * p.allreduceFloats)) B over \(layout.replicas) replicas") }
+            if shared != nil {
+                moves.append("gradients summed in shared memory on this node: nothing through MPI (an allreduce would move \(LayerTable.grouped(4 * p.allreduceFloats)) B); each rank updates 1/\(layout.replicas) of one copy of the weights")
+            } else if p.allreduceFloats > 0 {
+                moves.append("gradient allreduce of \(LayerTable.grouped(4 * p.allreduceFloats)) B over \(layout.replicas) replicas")
+            }
             lines.append("predicted a step of \(batch) images (rank 0): " + (moves.isEmpty ? "nothing" : moves.joined(separator: "; ")))
+            if let why = sharedMemoryUnavailable { lines.append("gradient sum: the allreduce, not shared memory: \(why)") }
         }
         return lines
     }
@@ -160,6 +197,7 @@ public final class LayoutAssembly: RankCoordination {
         towerExchange?.resetCounters()
         sliceExchange?.resetCounters()
         synchroniser?.allreduce.resetCounters()
+        shared?.resetCounters()
         frozen = nil
     }
 
@@ -168,6 +206,7 @@ public final class LayoutAssembly: RankCoordination {
         var towerFloats = 0, towerWaiting = 0.0, towerTransfer = 0.0
         var sliceFloats = 0, sliceSeconds = 0.0
         var reducedFloats = 0, exposedSeconds = 0.0
+        var sharedWaiting = 0.0
     }
     var frozen: Counters? = nil
 
@@ -176,6 +215,7 @@ public final class LayoutAssembly: RankCoordination {
         if let e = towerExchange { (c.towerFloats, c.towerWaiting, c.towerTransfer) = (e.floatsSent, e.waitingSeconds, e.transferSeconds) }
         if let e = sliceExchange { (c.sliceFloats, c.sliceSeconds) = (e.floatsSent, e.seconds) }
         if let a = synchroniser?.allreduce { (c.reducedFloats, c.exposedSeconds) = (a.floatsReduced, a.exposedSeconds) }
+        if let shared { c.sharedWaiting = shared.waitingSeconds }
         return c
     }
 
@@ -221,7 +261,19 @@ public final class LayoutAssembly: RankCoordination {
             fields["exchange_predicted_bytes_per_step"] = predictedSent
             fields["exchange_bytes_equal_predicted"] = try world.minimum(sent == predictedSent ? 1 : 0) == 1
         }
+        if let shared {
+            // The last rank to finish waits only for the barrier itself; the others also wait for it.
+            let least = try shared.group.minimum(c.sharedWaiting / Double(n)), most = try shared.group.maximum(c.sharedWaiting / Double(n))
+            lines.append(String(format: "gradient sum: in shared memory over %d replicas on one node: 0 B through MPI (an allreduce would move %@ B); each rank updates 1/%d of one copy of the weights from every rank's gradients; waiting at the two barriers %.1f ms a step (the last rank to arrive; %.1f ms for the first)",
+                                shared.group.size, LayerTable.grouped(4 * predicted.allreduceFloats), shared.group.size, 1e3 * least, 1e3 * most))
+            fields["gradient_sum"] = GradientSum.sharedMemory.rawValue
+            fields["allreduce_bytes_per_step"] = 0.0
+            fields["allreduce_predicted_bytes_per_step"] = 0.0
+            fields["shared_barrier_wait_ms"] = 1e3 * least
+            fields["shared_longest_wait_ms"] = 1e3 * most
+        }
         if let sync = synchroniser {
+            fields["gradient_sum"] = GradientSum.allreduce.rawValue
             let blocking = try sync.allreduce.measureBlockingSeconds()
             let bytes = 4 * c.reducedFloats / n, predictedBytes = 4 * predicted.allreduceFloats
             fields["allreduce_bytes_per_step"] = Double(bytes)

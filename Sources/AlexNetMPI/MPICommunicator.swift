@@ -117,6 +117,16 @@ public final class MPICommunicator: @unchecked Sendable {   // immutable after i
         return try serial { try MPICommunicator(out!) }
     }
 
+    /// The ranks of this communicator that share this one's node (its memory), ranked as here (MPI_Comm_split_type).
+    public func splitByNode() throws -> MPICommunicator {
+        var out: MPI_Comm? = nil
+        try blocking("a split by node (MPI_Comm_split_type)") {
+            try Self.check(MPI_Comm_split_type(handle, shim_comm_type_shared(), Int32(rank), shim_info_null(), &out), "MPI_Comm_split_type")
+            try Self.check(MPI_Comm_set_errhandler(out, shim_errors_return()), "MPI_Comm_set_errhandler")
+        }
+        return try serial { try MPICommunicator(out!) }
+    }
+
     /// Sends `sendCount` floats to `peer` and receives `receiveCount` floats from it (one MPI_Sendrecv).
     public func exchange(send: UnsafePointer<Float>, sendCount: Int, receive: UnsafeMutablePointer<Float>, receiveCount: Int,
                          peer: Int, tag: Int) throws {

@@ -1,5 +1,5 @@
 // What Swift cannot import from mpi.h by itself: the predefined handles (macros over global objects in Open MPI)
-// and MPI_STATUS(ES)_IGNORE, as static inline functions; and glibc's mallopt, which the collectives' scratch
+// and MPI_STATUS(ES)_IGNORE, as static inline functions, and the shared-memory window calls with their void** bases; and glibc's mallopt, which the collectives' scratch
 // buffers need (MallocTuning) and Swift's Glibc module leaves out.
 #include <mpi.h>
 #include <malloc.h>
@@ -28,6 +28,20 @@ static inline int shim_success(void) { return MPI_SUCCESS; }
 static inline int shim_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int shim_any_source(void) { return MPI_ANY_SOURCE; }
 static inline int shim_undefined(void) { return MPI_UNDEFINED; }
+static inline int shim_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline MPI_Info shim_info_null(void) { return MPI_INFO_NULL; }
+
+/// MPI_Win_allocate_shared of `bytes` (floats: displacement unit 4) over `comm`: this rank's segment at *base.
+static inline int shim_win_allocate_shared(MPI_Comm comm, MPI_Aint bytes, MPI_Win *win, void **base) {
+    return MPI_Win_allocate_shared(bytes, 4, MPI_INFO_NULL, comm, base, win);
+}
+
+/// Where rank `rank`'s segment of a shared window lies in this process (MPI_Win_shared_query).
+static inline int shim_win_shared_query(MPI_Win win, int rank, void **base) {
+    MPI_Aint size = 0;
+    int unit = 0;
+    return MPI_Win_shared_query(win, rank, &size, &unit, base);
+}
 
 /// The largest message tag this MPI accepts (the MPI_TAG_UB attribute of `comm`; the standard guarantees at least
 /// 32767), or 32767 if the attribute is missing. Returns an MPI error code.

@@ -53,6 +53,14 @@ struct AlexNetCommand: ParsableCommand {
 extension ParallelMode: ExpressibleByArgument {}
 extension Initialisation: ExpressibleByArgument {}
 extension WinogradUse: ExpressibleByArgument {}
+extension GradientSum: ExpressibleByArgument {
+    /// `--gradient-sum shared-memory` names data parallelism's sum: with another --mode it would be ignored.
+    static func check(_ sum: GradientSum, mode: ParallelMode?) throws {
+        if sum == .sharedMemory, let mode, mode != .data {
+            throw ValidationError("--gradient-sum shared-memory: only data parallelism (--mode data) sums its gradients in shared memory; the \(mode.rawValue) layout does not (leave the option out)")
+        }
+    }
+}
 
 /// Threads for OpenBLAS and the Swift loops: the cores this process may run on, unless set.
 struct ThreadOptions: ParsableArguments {
@@ -75,8 +83,10 @@ struct Train: ParsableCommand {
     var resume: String?
     @Option(name: .customLong("resume-allow-changes"), help: ArgumentHelp("With --resume: settings that may differ from the checkpoint's, comma-separated: seed, data, dropout (otherwise a difference is refused).", valueName: "names"))
     var resumeAllowChanges: String?
-    @Option(name: .customLong("check-weights-every"), help: "Data parallelism: compare the replicas' weight checksums every N steps (0: never).")
+    @Option(name: .customLong("check-weights-every"), help: "Data parallelism with the allreduce: compare the replicas' weight checksums every N steps (0: never). Replicas that share their weights (--gradient-sum) have nothing to compare.")
     var checkWeightsEvery: Int = 50
+    @Option(name: .customLong("gradient-sum"), help: ArgumentHelp("Data parallelism: how the replicas sum their gradients. auto: in shared memory when every rank is on one node (one copy of the weights and momentum a node, each rank updating its share from every rank's gradients; nothing copied), else the allreduce; shared-memory: that, or refuse; allreduce: MPI_Iallreduce overlapped with backward, a copy of the model a rank (what spans nodes; the cost model's data parallelism).", valueName: "auto|shared-memory|allreduce"))
+    var gradientSum: GradientSum = .auto
     @Option(help: "NumPy dataset directory (images.npy, labels.npy, optional heldout/); default: the embedded shapes.")
     var data: String?
     // The defaults are the default job, a first impression in well under 90 s on 2 cores: W = 1/8, 560 steps of 64 at
@@ -170,6 +180,7 @@ struct Train: ParsableCommand {
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must not be negative (got \(weightDecay))") }
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
         guard checkWeightsEvery >= 0 else { throw ValidationError("--check-weights-every must not be negative") }
+        try GradientSum.check(gradientSum, mode: mode)
         do {
             _ = try LearningRateSchedule.parse(kind: lrSchedule, steps: scheduleSteps, patience: lrPatience, threshold: lrThreshold,
                                                base: lr, warmupEpochs: warmupEpochs, warmupStartFactor: warmupStartFactor)
@@ -226,7 +237,7 @@ struct Train: ParsableCommand {
         (s.checkpointDirectory, s.keepCheckpoints, s.saveEachEpoch, s.autoResume) = (checkpointDir, keep, saveEachEpoch, autoResume)
         job.settings = s
         (job.mode, job.dataDirectory, job.classes, job.epochs) = (mode, data, classes, epochs)
-        (job.threads, job.checkWeightsEvery) = (threadOptions.count, checkWeightsEvery)
+        (job.threads, job.checkWeightsEvery, job.gradientSum) = (threadOptions.count, checkWeightsEvery, gradientSum)
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
         if let r = debugFailRank { job.failure = FailureInjection(rank: r, step: debugFailStep, kind: debugFailKind) }
         if let r = debugPerturbRank { job.perturb = (r, debugPerturbStep) }
@@ -260,12 +271,15 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Under mpirun: a rank that waits longer than this in one tower exchange, gradient allreduce, checkpoint gather or barrier stops every rank, naming what it waited in and for whom (0: wait for ever).", valueName: "seconds")) var stallTimeout: Double = 600
     @Flag(name: .customLong("skip-gradient-sum"), help: "Layouts with replicas (data, hybrid, owt): time the step without summing the gradients over the replicas, which then drift apart (a measurement only). Against the same run without it, this is what the allreduce costs even where it is hidden behind backward, e.g. on cores the ranks share with it.")
     var skipGradientSum = false
+    @Option(name: .customLong("gradient-sum"), help: ArgumentHelp("Data parallelism: how the replicas sum their gradients. auto: in shared memory when every rank is on one node (one copy of the weights and momentum a node, each rank updating its share from every rank's gradients; nothing copied), else the allreduce; shared-memory: that, or refuse; allreduce: MPI_Iallreduce overlapped with backward, a copy of the model a rank (what spans nodes; the cost model's data parallelism).", valueName: "auto|shared-memory|allreduce"))
+    var gradientSum: GradientSum = .auto
 
     func validate() throws {
         try Limits.check(width: width, classes: classes, batch: batch)
         if skipGradientSum, let mode, mode == .single || mode == .model {
             throw ValidationError("--skip-gradient-sum: the \(mode.rawValue) layout has no replicas whose gradients are summed; use --mode data, hybrid or owt under mpirun")
         }
+        try GradientSum.check(gradientSum, mode: mode)
         guard steps >= 1, steps <= 1_000_000 else { throw ValidationError("--steps must be in 1…1000000 (got \(steps))") }
         guard im2colBudget >= 1 else { throw ValidationError("--im2col-budget must be at least 1 (got \(im2colBudget))") }
         guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or a positive number of seconds (got \(stallTimeout))") }
@@ -278,7 +292,7 @@ struct Bench: ParsableCommand {
         (job.settings.batch, job.settings.steps, job.settings.columnBudget, job.settings.threads) = (batch, steps, im2colBudget, threadOptions.count)
         job.settings.winograd = winograd
         job.mode = mode
-        job.skipGradientSum = skipGradientSum
+        (job.skipGradientSum, job.gradientSum) = (skipGradientSum, gradientSum)
         job.options = Agreement.optionFields(of: self) + [("build", Agreement.buildIdentity)]
         job.bestKernelGflops = { SgemmRate.withBestKernels(threads: $0) }
         try job.run(world: Launch.world)

@@ -80,6 +80,9 @@ final class CommandLineTests: ProcessTestCase {
             (["train", "--lr-schedule", "constant", "--lr-steps", "3"], ["--lr-steps"]),
             (["train", "--save-each-epoch"], ["--save-each-epoch", "--checkpoint-dir"]),
             (["train", "--auto-resume"], ["--auto-resume", "--checkpoint-dir"]),
+            (["train", "--mode", "model", "--gradient-sum", "shared-memory"], ["--gradient-sum shared-memory", "--mode data"]),
+            (["bench", "--mode", "owt", "--gradient-sum", "shared-memory"], ["--gradient-sum shared-memory", "owt"]),
+            (["train", "--gradient-sum", "nccl"], ["--gradient-sum", "nccl"]),
         ]
         for (arguments, words) in cases {
             let r = runProcess(Paths.binary, arguments, timeout: 120)

@@ -1,6 +1,7 @@
-// Data parallelism and the hybrid layout under mpirun: the same numbers as one process on 2, 3 and 4 ranks,
-// the PyTorch fixture, layout-free checkpoints that resume in another layout, diverged replicas caught, and the
-// bench's step without the gradient sum.
+// Data parallelism and the hybrid layout under mpirun: the same numbers as one process on 2, 3 and 4 ranks, with the
+// gradients summed in shared memory and by the allreduce (bit for bit the same on 2 ranks), the PyTorch fixture,
+// layout-free checkpoints that resume in another layout, diverged replicas caught, the shared memory's fallback and
+// refusal, and the bench's step without the gradient sum.
 import AlexNet
 import Foundation
 import XCTest
@@ -72,18 +73,44 @@ final class DataParallelTests: ProcessTestCase {
     }
 
     /// Acceptance: data parallel on 2, 3 and 4 ranks and hybrid on 4 train the numbers of one process
-    /// (same global batch, seed and settings; dropout and augmentation on; 20 steps).
+    /// (same global batch, seed and settings; dropout and augmentation on; 20 steps). Data parallelism on one node sums
+    /// in shared memory unless told otherwise; on 2 ranks that and the allreduce add the same two numbers for every
+    /// gradient, so their weights agree bit for bit.
     func testDataAndHybridMatchOneProcess() throws {
         let dir = Paths.temporaryDirectory("dp")
         let reference = oneProcessReference()
-        for (mode, n) in [("data", 2), ("data", 3), ("data", 4), ("hybrid", 4)] {
-            let tag = "\(mode)\(n)"
-            let r = mpirun(["-np", "\(n)", Paths.binary] + common + ["--mode", mode, "--loss-log", dir + "/\(tag).txt",
+        for (mode, n, sum) in [("data", 2, "auto"), ("data", 2, "allreduce"), ("data", 3, "auto"), ("data", 4, "allreduce"), ("hybrid", 4, "auto")] {
+            let tag = "\(mode)\(n)-\(sum)"
+            let r = mpirun(["-np", "\(n)", Paths.binary] + common + ["--mode", mode, "--gradient-sum", sum, "--loss-log", dir + "/\(tag).txt",
                                                                      "--save", dir + "/\(tag).safetensors"])
             XCTAssertEqual(r.status, 0, "\(tag): " + r.err + r.out)
             try compare(tag, losses: readLosses(dir + "/\(tag).txt"), weights: dir + "/\(tag).safetensors", against: reference)
-            XCTAssertTrue(r.out.contains("gradient allreduce"), "\(tag): no allreduce figures:\n\(r.out)")
+            let shared = mode == "data" && sum == "auto"
+            XCTAssertEqual(r.out.contains("gradient sum: in shared memory over \(n) replicas"), shared, "\(tag): \(r.out)")
+            XCTAssertEqual(r.out.contains("gradient allreduce"), !shared, "\(tag): \(r.out)")
         }
+        let viaShared = try SafetensorsFile(path: dir + "/data2-auto.safetensors"), viaAllreduce = try SafetensorsFile(path: dir + "/data2-allreduce.safetensors")
+        for (tensor, _) in ModelConfig(width: 0.125, classes: 10).tensors {
+            XCTAssertEqual(try viaShared.readAll(tensor).values, try viaAllreduce.readAll(tensor).values, "\(tensor): shared memory against the allreduce")
+        }
+    }
+
+    /// Shared memory needs every rank on one node and room where Open MPI keeps it: where it cannot be had, auto sums
+    /// with the allreduce and says why, and `--gradient-sum shared-memory` refuses on every rank, naming the directory.
+    func testSharedMemoryFallsBackOrRefusesWhereItCannotBe() throws {
+        let missing = Paths.temporaryDirectory("no-shm") + "/missing"
+        let env = ["OMPI_MCA_osc_sm_backing_directory": missing]
+        let bench = ["-np", "2", Paths.binary, "bench", "--mode", "data", "--threads", "1", "--width", "0.125", "--batch", "16",
+                     "--classes", "10", "--steps", "1"]
+        let auto = mpirun(bench, environment: env, timeout: 120)
+        XCTAssertEqual(auto.status, 0, auto.err)
+        XCTAssertTrue(auto.out.contains("gradient sum: the allreduce, not shared memory: \(missing)"), auto.out)
+        XCTAssertTrue(auto.out.contains("gradient allreduce: "), auto.out)
+        let refused = mpirun(bench + ["--gradient-sum", "shared-memory"], environment: env, timeout: 120)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.err.contains("--gradient-sum shared-memory: \(missing)") && refused.err.contains("OMPI_MCA_osc_sm_backing_directory"),
+                      refused.err)
+        XCTAssertFalse(refused.out.contains("training step"), "refused, yet it ran:\n\(refused.out)")
     }
 
     /// Acceptance: the PyTorch fixture reproduces under -np 2 --mode data and -np 4 --mode hybrid.
@@ -119,7 +146,7 @@ final class DataParallelTests: ProcessTestCase {
     /// Acceptance: replicas whose weights diverge are caught at the next check, not trained on silently.
     func testDivergedReplicasAreCaught() {
         let log = Paths.temporaryDirectory("diverged") + "/losses.txt"
-        let r = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "data", "--check-weights-every", "5", "--loss-log", log,
+        let r = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "data", "--gradient-sum", "allreduce", "--check-weights-every", "5", "--loss-log", log,
                                                               "--debug-perturb-rank", "1", "--debug-perturb-step", "6"], timeout: 120)
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("weights differ after step 10"), r.err)
@@ -130,7 +157,9 @@ final class DataParallelTests: ProcessTestCase {
 
     /// `bench --skip-gradient-sum` times the data-parallel step with nothing summed (the allreduce's cost even where
     /// it is hidden is the difference to the run without it): the counted allreduce bytes are 0 with it and the
-    /// whole gradient without it. A layout with no replicas refuses it, saying where it applies.
+    /// whole gradient without it. A layout with no replicas refuses it, saying where it applies, and so does
+    /// `--gradient-sum shared-memory`, which has no allreduce to leave out. Summed in shared memory (the default on one
+    /// node), nothing goes through MPI.
     func testBenchSkipsTheGradientSumOnlyWhenAsked() throws {
         let bench = ["-np", "2", Paths.binary, "bench", "--mode", "data", "--threads", "1", "--width", "0.125", "--batch", "16",
                      "--classes", "1000", "--steps", "1"]
@@ -138,7 +167,7 @@ final class DataParallelTests: ProcessTestCase {
             let line = try XCTUnwrap(out.split(separator: "\n").last.map(String.init), out)
             return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], line)
         }
-        let summed = mpirun(bench, timeout: 120)
+        let summed = mpirun(bench + ["--gradient-sum", "allreduce"], timeout: 120)
         XCTAssertEqual(summed.status, 0, summed.err)
         let gradient = 5_625_696   // 4 B × the W = 1/8, 1,000-class model's parameters
         XCTAssertEqual(try allreduceFields(summed.out)["allreduce_bytes_per_step"] as? Double, Double(gradient), summed.out)
@@ -157,6 +186,18 @@ final class DataParallelTests: ProcessTestCase {
         XCTAssertTrue(single.err.contains("--skip-gradient-sum") && single.err.contains("no replicas") && single.err.contains("--mode data"),
                       single.err)
         XCTAssertFalse(single.out.contains("training step"), "refused, yet it ran:\n\(single.out)")
+
+        let both = mpirun(bench + ["--skip-gradient-sum", "--gradient-sum", "shared-memory"], timeout: 120)
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.err.contains("--skip-gradient-sum") && both.err.contains("--gradient-sum shared-memory"), both.err)
+        XCTAssertFalse(both.out.contains("training step"), "refused, yet it ran:\n\(both.out)")
+
+        let shared = mpirun(bench, timeout: 120)
+        XCTAssertEqual(shared.status, 0, shared.err)
+        let sharedFields = try allreduceFields(shared.out)
+        XCTAssertEqual(sharedFields["gradient_sum"] as? String, "shared-memory", shared.out)
+        XCTAssertEqual(sharedFields["allreduce_bytes_per_step"] as? Double, 0, shared.out)
+        XCTAssertTrue(shared.out.contains("gradient sum: in shared memory over 2 replicas on one node: 0 B through MPI (an allreduce would move 5,625,696 B)"), shared.out)
     }
 
     /// Open MPI's allreduce allocates a scratch buffer as large as (half) its message on every call. Buckets of at most
@@ -164,7 +205,7 @@ final class DataParallelTests: ProcessTestCase {
     /// (MallocTuning) let a steady step reuse that memory: fc8 of 40,000 classes is 82 MB of gradient, and without
     /// either fix each step mapped and faulted in 5,800–10,000 fresh pages a rank (about 120 with both).
     func testSteadyDataParallelStepsMapNoFreshMemory() throws {
-        let r = mpirun(["-np", "2", Paths.binary, "bench", "--mode", "data", "--threads", "1", "--width", "0.125",
+        let r = mpirun(["-np", "2", Paths.binary, "bench", "--mode", "data", "--gradient-sum", "allreduce", "--threads", "1", "--width", "0.125",
                         "--classes", "40000", "--batch", "16", "--steps", "2"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.err)
         let line = try XCTUnwrap(r.out.split(separator: "\n").last.map(String.init), r.out)

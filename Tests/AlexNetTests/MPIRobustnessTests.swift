@@ -83,13 +83,14 @@ final class MPIRobustnessTests: XCTestCase {
         let data = tinyDataset(dir)
         try stopRankOne(of: ["train", "--mode", "data", "--width", "0.125", "--steps", "100000", "--stall-timeout", "5"] + small(data),
                         in: dir, timeout: 5, within: 25) { line in
-            // The replica is caught in the gradient allreduce, in the loss sum after it or, between steps, in the
-            // end-of-step agreement: which one depends on where the stop lands in the step (as for model parallelism
-            // above; fresh-clone runs have caught it in each). Whichever it is, it must be named, never a bare
-            // "an allreduce (MPI_Allreduce)".
+            // The replica is caught at the barrier before or after the shared update (the gradient sum on one
+            // node), in the loss sum after it or, between steps, in the end-of-step agreement: which one depends on
+            // where the stop lands in the step (as for model parallelism above; fresh-clone runs have caught it in
+            // each). Whichever it is, it must be named, never a bare "a barrier (MPI_Barrier)".
             XCTAssertTrue(line.contains(" for rank 1 "), line)
-            let points = ["in the gradient allreduce for rank 1 ", "in the sum of the batch's loss over the replicas for rank 1 ",
-                          "in the end-of-step agreement"]
+            let points = ["in the barrier before the shared update (every replica's backward done) for rank 1 ",
+                          "in the barrier after the shared update (every share written) for rank 1 ",
+                          "in the sum of the batch's loss over the replicas for rank 1 ", "in the end-of-step agreement"]
             XCTAssertTrue(points.contains { line.contains($0) }, "the point is not named: \(line)")
         }
     }

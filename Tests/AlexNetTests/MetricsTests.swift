@@ -17,7 +17,8 @@ final class MetricsTests: ProcessTestCase {
         let common = ["train", "--data", dir + "/data", "--width", "0.125", "--batch", "16", "--steps", "8", "--threads", "1", "--eval-every", "4"]
         for (name, ranks, mode) in [("single", 1, nil as String?), ("model", 2, "model"), ("data", 2, "data")] {
             let path = dir + "/\(name).jsonl"
-            let args = common + ["--metrics", path] + (mode.map { ["--mode", $0] } ?? [])
+            // Data parallelism with the allreduce: its bytes are what the metrics count (shared memory moves none).
+            let args = common + ["--metrics", path] + (mode.map { ["--mode", $0] } ?? []) + (mode == "data" ? ["--gradient-sum", "allreduce"] : [])
             let status: Int32, err: String
             if ranks == 1 {
                 let r = runProcess(Paths.binary, args, timeout: 120); (status, err) = (r.status, r.err)

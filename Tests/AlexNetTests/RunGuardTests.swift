@@ -292,7 +292,7 @@ final class RunGuardTests: XCTestCase {
 final class ProgressThreadTests: XCTestCase {
     func testDataParallelTrainingWithTheProgressThread() throws {
         let dir = Paths.temporaryDirectory("progress-thread")
-        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "data", "--data", Paths.fixture, "--batch", "4", "--steps", "3",
+        let r = mpirun(["-np", "2", Paths.binary, "train", "--mode", "data", "--gradient-sum", "allreduce", "--data", Paths.fixture, "--batch", "4", "--steps", "3",
                         "--width", "0.125", "--classes", "10", "--threads", "1", "--no-augment",
                         "--loss-log", dir + "/loss.txt"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.err)

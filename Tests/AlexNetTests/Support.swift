@@ -158,11 +158,11 @@ class ProcessTestCase: XCTestCase {
 }
 
 /// Runs `mpirun` with the flags every test needs (root allowed, more ranks than cores allowed).
-func mpirun(_ arguments: [String], timeout: Double = 300) -> (status: Int32, out: String, err: String, seconds: Double) {
+func mpirun(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 300) -> (status: Int32, out: String, err: String, seconds: Double) {
     let start = Date()
     let r = runProcess(MPI.launcher, ["--oversubscribe"] + arguments,
                        environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-                                     "OMPI_MCA_btl_vader_single_copy_mechanism": "none"],
+                                     "OMPI_MCA_btl_vader_single_copy_mechanism": "none"].merging(environment) { $1 },
                        timeout: timeout)
     return (r.status, r.out, r.err, Date().timeIntervalSince(start))
 }

@@ -194,7 +194,7 @@ final class TraceCommandTests: ProcessTestCase {
     /// and together cover every gradient of the model once.
     func testDataLayoutBucketsAreOnTheProgressRow() throws {
         let path = Paths.temporaryDirectory("trace-data") + "/data.json"
-        let r = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "data", "--trace", path, "--trace-steps", "0:2"], timeout: 240)
+        let r = mpirun(["-np", "2", Paths.binary] + common + ["--mode", "data", "--gradient-sum", "allreduce", "--trace", path, "--trace-steps", "0:2"], timeout: 240)
         XCTAssertEqual(r.status, 0, r.err)
         let trace = try ParsedTrace(path: path)
         XCTAssertEqual(trace.processNames, [0: "rank 0 (replica 0)", 1: "rank 1 (replica 1)"])

@@ -79,6 +79,33 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(out, [11, 22, 33, 44, 55])
     }
 
+    /// Shared-memory data parallelism: a rank's update of its share from every rank's gradients (added in rank order)
+    /// is, bit for bit, the plain update with their sum, there and only there; its returned sum is the share's.
+    func testTheUpdateOfAShareFromSeveralGradientsIsThePlainUpdateOfTheirSum() {
+        let count = 1_001, share = 13..<700   // neither end on a multiple of 8: the scalar tails run too
+        func filled(_ seed: UInt64, scale: Float) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            for i in 0..<count { p[i] = scale * CounterRandom.normal(seed: seed, .initialisation, 0, UInt64(i)) }
+            return p
+        }
+        let grads = [filled(1, scale: 1e-2), filled(2, scale: 1e-2), filled(3, scale: 1e-2)]
+        let (w, v, wPlain, vPlain) = (filled(4, scale: 0.1), filled(5, scale: 1e-3), filled(4, scale: 0.1), filled(5, scale: 1e-3))
+        let summed = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        for i in 0..<count { summed[i] = grads[0][i] + grads[1][i] + grads[2][i] }
+        defer { for p in grads + [w, v, wPlain, vPlain, summed] { p.deallocate() } }
+        let sum = SGD.step(values: w, summing: grads.map { UnsafePointer($0) }, momentum: v, range: share,
+                           learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
+        _ = SGD.step(values: wPlain + share.lowerBound, gradients: summed + share.lowerBound, momentum: vPlain + share.lowerBound,
+                     count: share.count, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4, threads: 1)
+        let before = filled(4, scale: 0.1), momentumBefore = filled(5, scale: 1e-3)
+        defer { before.deallocate(); momentumBefore.deallocate() }
+        for i in 0..<count {
+            XCTAssertEqual(w[i].bitPattern, (share.contains(i) ? wPlain[i] : before[i]).bitPattern, "weight \(i)")
+            XCTAssertEqual(v[i].bitPattern, (share.contains(i) ? vPlain[i] : momentumBefore[i]).bitPattern, "momentum \(i)")
+        }
+        XCTAssertEqual(sum, share.reduce(0.0) { $0 + Double(w[$1]) }, accuracy: 1e-4)   // float lanes, then a double
+    }
+
     func testPaperInitialisation() {
         let store = ParameterStore(config: ModelConfig(width: 0.25, classes: 10), towers: 0..<2)
         store.initialisePaper(seed: 3)

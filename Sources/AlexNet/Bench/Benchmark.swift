@@ -69,12 +69,12 @@ public enum Benchmark {
 
     /// Times `steps` training steps after `warmupSteps` on `replica` (by default one built from the settings' layout).
     /// `localBatch`: images this replica computes of each `s.batch` (data parallelism); `afterBackward` sums the
-    /// replicas' gradients before the update.
+    /// replicas' gradients before the update; `update`, if given, replaces the replica's own (the layout's update).
     /// `bestKernelGflops` measures sgemm with the best kernels the CPU supports when this process runs lower ones
     /// (in a child process: OpenBLAS picks kernels once, when it loads); the limit takes the better rate.
     public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil, localBatch: Int? = nil,
                            bestKernelGflops: () -> Double? = { nil },
-                           afterBackward: () throws -> Void = {},
+                           afterBackward: () throws -> Void = {}, update: ((Replica) throws -> Void)? = nil,
                            afterWarmup: () -> Void = {}, afterTimed: () -> Void = {}) throws -> BenchmarkResult {
         // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
         let perTower = Blas.threads
@@ -98,7 +98,7 @@ public enum Benchmark {
             _ = try replica.computeGradients(input: x, batch: local, labels: labels, normaliser: s.batch,
                                              seed: 1, step: k, firstSample: 0)
             try replica.clock.time(.update, .exchange) { try afterBackward() }
-            try replica.update(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4)
+            if let update { try update(replica) } else { try replica.update(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) }
         }
         for k in 0..<s.warmupSteps { try step(k) }
         for m in replica.models { m.clock.reset() }

@@ -6,6 +6,9 @@
 public protocol RankCoordination: AnyObject {
     /// After backward, before the update: sums the replicated parameters' gradients over the replicas.
     func synchroniseGradients() throws
+    /// The paper's update after the gradient sum; returns the sum of the weights this rank updated (finite exactly when
+    /// they are: the non-finite guard). By default the replica updates every parameter it holds.
+    func update(_ replica: Replica, learningRate: Float, momentum: Float, weightDecay: Float) throws -> Double
     /// Sum of a number over the ranks' shares of a batch (losses, evaluation hits); each share counted once. `what`
     /// names the number ("the batch's loss") in a stall report.
     func sumOverShares(_ value: Double, of what: String) throws -> Double
@@ -25,6 +28,9 @@ public protocol RankCoordination: AnyObject {
 }
 
 public extension RankCoordination {
+    func update(_ replica: Replica, learningRate: Float, momentum: Float, weightDecay: Float) throws -> Double {
+        try replica.update(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+    }
     func trainingFinished() {}
     var traffic: Traffic { Traffic() }
 }

@@ -20,6 +20,18 @@ public struct NeuronSlice: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "slice \(index + 1) of \(count)" }
 }
 
+/// Buffers of `ParameterStore.floats` floats each that a store uses instead of allocating its own, zeroed by their
+/// owner, who also frees them: data parallelism's shared-memory window (one copy of the weights and momentum for every
+/// rank of a node, each rank's gradients beside them).
+public struct ParameterMemory: @unchecked Sendable {
+    public let values: UnsafeMutablePointer<Float>      // (count), shared by the node's ranks
+    public let gradients: UnsafeMutablePointer<Float>   // (count), this rank's
+    public let momentum: UnsafeMutablePointer<Float>    // (count), shared by the node's ranks
+    public init(values: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, momentum: UnsafeMutablePointer<Float>) {
+        self.values = values; self.gradients = gradients; self.momentum = momentum
+    }
+}
+
 public final class ParameterStore: @unchecked Sendable {
     public struct Tensor: Sendable {
         public let name: String
@@ -40,8 +52,11 @@ public final class ParameterStore: @unchecked Sendable {
     public let gradients: UnsafeMutablePointer<Float>   // (count)
     public let momentum: UnsafeMutablePointer<Float>    // (count)
     public let threads: Int                             // threads the update and initialisation loops may use
+    let ownsBuffers: Bool                               // false: they are a ParameterMemory's
 
-    public init(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil, threads: Int = 1) {
+    /// `memory`: buffers to use (their owner zeroed them and frees them); nil: allocated here, zeroed.
+    public init(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil, threads: Int = 1,
+                memory: ParameterMemory? = nil) {
         self.config = config
         self.towers = towers
         self.fullyConnectedSlice = fullyConnectedSlice
@@ -55,12 +70,24 @@ public final class ParameterStore: @unchecked Sendable {
         }
         tensors = list
         count = offset
-        values = .allocate(capacity: offset); values.initialize(repeating: 0, count: offset)
-        gradients = .allocate(capacity: offset); gradients.initialize(repeating: 0, count: offset)
-        momentum = .allocate(capacity: offset); momentum.initialize(repeating: 0, count: offset)
+        if let memory {
+            (values, gradients, momentum, ownsBuffers) = (memory.values, memory.gradients, memory.momentum, false)
+        } else {
+            values = .allocate(capacity: offset); values.initialize(repeating: 0, count: offset)
+            gradients = .allocate(capacity: offset); gradients.initialize(repeating: 0, count: offset)
+            momentum = .allocate(capacity: offset); momentum.initialize(repeating: 0, count: offset)
+            ownsBuffers = true
+        }
     }
 
-    deinit { values.deallocate(); gradients.deallocate(); momentum.deallocate() }
+    deinit { if ownsBuffers { values.deallocate(); gradients.deallocate(); momentum.deallocate() } }
+
+    /// Floats a store for these towers and slice holds (its `count`), before one is made.
+    public static func floats(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil) -> Int {
+        config.tensors.reduce(0) { sum, t in
+            sum + rows(of: t.0, shape: t.1, towers: towers, fullyConnectedSlice: fullyConnectedSlice).count * t.1.dropFirst().reduce(1, *)
+        }
+    }
 
     /// The rows of tensor `name` (shape[0] rows in all) that a store for these towers and slice holds.
     public static func rows(of name: String, shape: [Int], towers: Range<Int>, fullyConnectedSlice: NeuronSlice?) -> Range<Int> {

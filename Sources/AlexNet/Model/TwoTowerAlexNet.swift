@@ -110,8 +110,10 @@ public final class TwoTowerAlexNet {
     /// the stride-1 convolutions run as Winograd.
     /// `fullyConnectedExchange`: the conv-data/fc-model layout's slice exchange (this model then holds both towers
     /// and slice `localTowers` of its `partCount` slices of fc6–fc8); nil: fc6–fc8 split by tower like the rest.
+    /// `parameterMemory`: buffers for the parameter store (data parallelism's shared window); nil: its own.
     public init(config: ModelConfig, maxBatch: Int, exchange: TowerExchange, fullyConnectedExchange: TowerExchange? = nil,
-                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
+                threads: Int = 1, columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays,
+                parameterMemory: ParameterMemory? = nil) {
         self.config = config
         self.exchange = exchange
         self.maxBatch = maxBatch
@@ -126,7 +128,8 @@ public final class TwoTowerAlexNet {
         precondition(!slicesFullyConnected || (exchange.localTowers == 0..<ModelConfig.towers && fcLocal.count == 1),
                      "a sliced fc stack needs both towers' convolutions and one slice")
         let slice = slicesFullyConnected ? NeuronSlice(index: fcLocal.lowerBound, count: fcSlices) : nil
-        parameters = ParameterStore(config: config, towers: exchange.localTowers, fullyConnectedSlice: slice, threads: threads)
+        parameters = ParameterStore(config: config, towers: exchange.localTowers, fullyConnectedSlice: slice, threads: threads,
+                                    memory: parameterMemory)
         var lrn = config.lrn
         lrn.threads = threads
         self.lrn = lrn

@@ -17,14 +17,17 @@ public final class Replica {
     public let models: [TwoTowerAlexNet]
     let threadExchanges: [ThreadTowerExchange]
 
-    /// `threads`: what each model's loops may use (with threaded towers: each tower's share).
+    /// `threads`: what each model's loops may use (with threaded towers: each tower's share). `parameterMemory`
+    /// (sequential only): the buffers of the parameter store, shared with other processes.
     public init(config: ModelConfig, maxBatch: Int, layout: ReplicaLayout, threads: Int = 1,
-                columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays) {
+                columnBudget: Int = Convolution.defaultColumnBudget, winograd: WinogradUse = .whereItPays,
+                parameterMemory: ParameterMemory? = nil) {
         self.config = config
+        precondition(parameterMemory == nil || layout == .sequential, "shared parameters need one model in the process")
         switch layout {
         case .sequential:
             models = [TwoTowerAlexNet(config: config, maxBatch: maxBatch, exchange: LocalTowerExchange(threads: threads),
-                                      threads: threads, columnBudget: columnBudget, winograd: winograd)]
+                                      threads: threads, columnBudget: columnBudget, winograd: winograd, parameterMemory: parameterMemory)]
             threadExchanges = []
         case .threadedTowers:
             threadExchanges = ThreadTowerExchange.pair()

@@ -289,8 +289,8 @@ public final class Trainer {
         // The end-of-step collectives are where a rank waits for the others: charged to (loss, exchange).
         let loss = try replica.clock.time(.loss, .exchange) { try coordination.sumOverShares(localLoss, of: "the batch's loss") } / Double(b)
         guard loss.isFinite else { return (loss, .nan) }
-        let weightSum = try replica.update(learningRate: learningRate(step: step), momentum: settings.momentum,
-                                           weightDecay: settings.weightDecay)
+        let weightSum = try coordination.update(replica, learningRate: learningRate(step: step), momentum: settings.momentum,
+                                                weightDecay: settings.weightDecay)
         try replica.clock.time(.loss, .exchange) { try coordination.afterUpdate(step: step, lastStep: settings.steps - 1) }
         try afterUpdate?(step)
         return (loss, weightSum)

@@ -33,4 +33,42 @@ public enum SGD {
             return sum
         }
     }
+
+    /// The same update on parameters `range` with the gradient the sum of `gradients` (one buffer a replica, added in
+    /// their order): data parallelism's shared-memory replicas, where each rank updates its share of the one copy of
+    /// the weights from every rank's gradients. Returns Σ w over `range` after the update.
+    public static func step(values w: UnsafeMutablePointer<Float>, summing gradients: [UnsafePointer<Float>],
+                            momentum v: UnsafeMutablePointer<Float>, range: Range<Int>,
+                            learningRate lr: Float, momentum mu: Float, weightDecay decay: Float) -> Double {
+        precondition(!gradients.isEmpty)
+        let decayRate = decay * lr, n = gradients.count
+        func gradient(_ i: Int) -> SIMD8<Float> {
+            var sum = UnsafeRawPointer(gradients[0] + i).loadUnaligned(as: SIMD8<Float>.self)
+            for k in 1..<n { sum += UnsafeRawPointer(gradients[k] + i).loadUnaligned(as: SIMD8<Float>.self) }
+            return sum
+        }
+        var lanes = SIMD8<Float>(repeating: 0)
+        var i = range.lowerBound
+        while i + 8 <= range.upperBound {
+            let vw = UnsafeRawPointer(w + i).loadUnaligned(as: SIMD8<Float>.self)
+            let vv = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
+            let nv = mu * vv - decayRate * vw - lr * gradient(i)
+            let nw = vw + nv
+            UnsafeMutableRawPointer(v + i).storeBytes(of: nv, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(w + i).storeBytes(of: nw, as: SIMD8<Float>.self)
+            lanes += nw
+            i += 8
+        }
+        var sum = Double(lanes.sum())
+        while i < range.upperBound {
+            var g = gradients[0][i]
+            for k in 1..<n { g += gradients[k][i] }
+            let nv = mu * v[i] - decayRate * w[i] - lr * g
+            v[i] = nv
+            w[i] += nv
+            sum += Double(w[i])
+            i += 1
+        }
+        return sum
+    }
 }
