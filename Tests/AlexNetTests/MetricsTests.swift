@@ -32,13 +32,17 @@ final class MetricsTests: ProcessTestCase {
             XCTAssertEqual(objects.first?["layout"] as? String, mode ?? "single", name)
             let steps = objects.filter { $0["kind"] as? String == "step" }
             XCTAssertEqual(steps.map { $0["step"] as? Int }, (1...8).map { $0 }, name)
+            var (partsTotal, measuredTotal) = (0.0, 0.0)
             for step in steps {
                 let split = try XCTUnwrap(step["time_ms"] as? [String: Double], name)
                 XCTAssertEqual(Set(split.keys), ["data_wait", "forward", "backward", "exchange", "waiting", "allreduce", "update"], name)
                 let measured = try XCTUnwrap(step["step_ms"] as? Double)
                 let sum = split.values.reduce(0, +)
                 XCTAssertTrue(split.values.allSatisfy { $0 >= 0 }, "\(name): \(split)")
-                XCTAssertEqual(sum, measured, accuracy: 0.05 * measured, "\(name) step \(step["step"] ?? ""): the parts \(split) against \(measured) ms")
+                // Steps here take about 12 ms, and on a shared machine the scheduler can take a millisecond between two
+                // timed parts (once in CI: 0.97 ms of a 12.7 ms step): 5% or 1 ms a step, and 5% over the run (below).
+                XCTAssertEqual(sum, measured, accuracy: max(0.05 * measured, 1), "\(name) step \(step["step"] ?? ""): the parts \(split) against \(measured) ms")
+                (partsTotal, measuredTotal) = (partsTotal + sum, measuredTotal + measured)
                 XCTAssertNotNil(step["loss"] as? Double)
                 XCTAssertNotNil(step["lr"] as? Double)
                 let bytes = try XCTUnwrap(step["bytes"] as? [String: Int])
@@ -48,6 +52,7 @@ final class MetricsTests: ProcessTestCase {
                 default: XCTAssertEqual(bytes["exchange"], 0); XCTAssertEqual(bytes["allreduce"], 0)
                 }
             }
+            XCTAssertEqual(partsTotal, measuredTotal, accuracy: 0.05 * measuredTotal, "\(name): the steps' parts against their times")
             // Every step moves the same bytes (the shapes fix them).
             XCTAssertEqual(Set(steps.compactMap { ($0["bytes"] as? [String: Int])?["exchange"] }).count, 1, name)
             let evaluations = objects.filter { $0["kind"] as? String == "evaluation" }
