@@ -233,7 +233,7 @@ public struct BenchmarkJob {
         var timed = 0.0
         let r = try Benchmark.run(s, replica: assembly.replica, localBatch: assembly.localBatch, bestKernelGflops: { best(threads) },
                                   afterBackward: { try assembly.synchroniseGradients() },
-                                  update: { _ = try assembly.update($0, learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) },
+                                  update: assembly.update,
                                   afterWarmup: { assembly.resetCounters(); timed = Double(PhaseClock.now()) * 1e-9 },
                                   afterTimed: { timed = Double(PhaseClock.now()) * 1e-9 - timed })
         guard let world, size > 1 else { return say(Benchmark.report(r, settings: s)) }

@@ -90,11 +90,7 @@ public final class SharedReplicaMemory {
     public func resetCounters() { waitingSeconds = 0 }
 
     /// Every rank's gradients are complete (after backward): one barrier.
-    public func gradientsComplete() throws {
-        let t0 = PhaseClock.now()
-        try group.waiting(in: "the barrier before the shared update (every replica's backward done)") { try group.barrier() }
-        waitingSeconds += Double(PhaseClock.now() - t0) * 1e-9
-    }
+    public func gradientsComplete() throws { try barrier("the barrier before the shared update (every replica's backward done)") }
 
     /// The paper's update of this rank's share from the sum of every rank's gradients. Returns the sum of the share's
     /// new weights (the non-finite guard's check). `sharesWritten` must follow before any rank's next forward.
@@ -104,9 +100,12 @@ public final class SharedReplicaMemory {
     }
 
     /// Every rank has written its share: one barrier.
-    public func sharesWritten() throws {
+    public func sharesWritten() throws { try barrier("the barrier after the shared update (every share written)") }
+
+    /// A barrier of the group, timed into `waitingSeconds` and named `point` for the stall watchdog.
+    private func barrier(_ point: String) throws {
         let t0 = PhaseClock.now()
-        try group.waiting(in: "the barrier after the shared update (every share written)") { try group.barrier() }
+        try group.waiting(in: point) { try group.barrier() }
         waitingSeconds += Double(PhaseClock.now() - t0) * 1e-9
     }
 

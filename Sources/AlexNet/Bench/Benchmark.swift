@@ -69,12 +69,15 @@ public enum Benchmark {
 
     /// Times `steps` training steps after `warmupSteps` on `replica` (by default one built from the settings' layout).
     /// `localBatch`: images this replica computes of each `s.batch` (data parallelism); `afterBackward` sums the
-    /// replicas' gradients before the update; `update`, if given, replaces the replica's own (the layout's update).
+    /// replicas' gradients before the update, and `update` applies the paper's update (the replica's own by default;
+    /// the layout's, e.g. shared-memory shares, under MPI) and returns the sum of the weights it updated.
     /// `bestKernelGflops` measures sgemm with the best kernels the CPU supports when this process runs lower ones
     /// (in a child process: OpenBLAS picks kernels once, when it loads); the limit takes the better rate.
     public static func run(_ s: BenchmarkSettings, replica given: Replica? = nil, localBatch: Int? = nil,
                            bestKernelGflops: () -> Double? = { nil },
-                           afterBackward: () throws -> Void = {}, update: ((Replica) throws -> Void)? = nil,
+                           afterBackward: () throws -> Void = {},
+                           update: (Replica, _ learningRate: Float, _ momentum: Float, _ weightDecay: Float) throws -> Double
+                               = { try $0.update(learningRate: $1, momentum: $2, weightDecay: $3) },
                            afterWarmup: () -> Void = {}, afterTimed: () -> Void = {}) throws -> BenchmarkResult {
         // The limit is OpenBLAS with every thread of the run on one product, whatever the layout then uses.
         let perTower = Blas.threads
@@ -98,7 +101,7 @@ public enum Benchmark {
             _ = try replica.computeGradients(input: x, batch: local, labels: labels, normaliser: s.batch,
                                              seed: 1, step: k, firstSample: 0)
             try replica.clock.time(.update, .exchange) { try afterBackward() }
-            if let update { try update(replica) } else { try replica.update(learningRate: 0.001, momentum: 0.9, weightDecay: 5e-4) }
+            _ = try update(replica, 0.001, 0.9, 5e-4)
         }
         for k in 0..<s.warmupSteps { try step(k) }
         for m in replica.models { m.clock.reset() }

@@ -61,14 +61,8 @@ public final class ParameterStore: @unchecked Sendable {
         self.towers = towers
         self.fullyConnectedSlice = fullyConnectedSlice
         self.threads = threads
-        var list: [Tensor] = [], offset = 0
-        for (name, shape) in config.tensors {
-            let rows = Self.rows(of: name, shape: shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice)
-            let t = Tensor(name: name, shape: shape, rows: rows, offset: offset)
-            list.append(t)
-            offset += t.count
-        }
-        tensors = list
+        tensors = Self.tensors(config: config, towers: towers, fullyConnectedSlice: fullyConnectedSlice)
+        let offset = tensors.last.map { $0.offset + $0.count } ?? 0
         count = offset
         if let memory {
             (values, gradients, momentum, ownsBuffers) = (memory.values, memory.gradients, memory.momentum, false)
@@ -82,11 +76,21 @@ public final class ParameterStore: @unchecked Sendable {
 
     deinit { if ownsBuffers { values.deallocate(); gradients.deallocate(); momentum.deallocate() } }
 
+    /// The tensors a store for these towers and slice holds, back to back in the buffer.
+    static func tensors(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice?) -> [Tensor] {
+        var list: [Tensor] = [], offset = 0
+        for (name, shape) in config.tensors {
+            let t = Tensor(name: name, shape: shape, rows: rows(of: name, shape: shape, towers: towers, fullyConnectedSlice: fullyConnectedSlice),
+                           offset: offset)
+            list.append(t)
+            offset += t.count
+        }
+        return list
+    }
+
     /// Floats a store for these towers and slice holds (its `count`), before one is made.
     public static func floats(config: ModelConfig, towers: Range<Int>, fullyConnectedSlice: NeuronSlice? = nil) -> Int {
-        config.tensors.reduce(0) { sum, t in
-            sum + rows(of: t.0, shape: t.1, towers: towers, fullyConnectedSlice: fullyConnectedSlice).count * t.1.dropFirst().reduce(1, *)
-        }
+        tensors(config: config, towers: towers, fullyConnectedSlice: fullyConnectedSlice).last.map { $0.offset + $0.count } ?? 0
     }
 
     /// The rows of tensor `name` (shape[0] rows in all) that a store for these towers and slice holds.
