@@ -155,6 +155,22 @@ final class DataParallelTests: ProcessTestCase {
         XCTAssertEqual(readLosses(log).count, 9, "steps trained before the job stopped")
     }
 
+    /// A rank that fails (an error, killed, or gone) while its partner waits at a shared-memory barrier stops the job
+    /// within seconds, naming the rank: the barriers must not become a silent hang.
+    func testAFailingRankStopsDataParallelismInSharedMemory() throws {
+        for (kind, step) in [("error", 3), ("kill", 2), ("exit", 1)] {
+            let r = mpirun(["-np", "2", Paths.binary] + common.map { $0 == "20" ? "50" : $0 } + ["--mode", "data", "--gradient-sum", "shared-memory",
+                            "--debug-fail-rank", "1", "--debug-fail-step", "\(step)", "--debug-fail-kind", kind], timeout: 60)
+            XCTAssertNotEqual(r.status, 0, "\(kind): the job should fail")
+            XCTAssertLessThan(r.seconds, 20, "\(kind): the job took \(r.seconds) s to stop")
+            let text = r.out + r.err
+            // A rank that exits is named by mpirun's report, as process [[job,1],1] (its rank 1), the others by us.
+            XCTAssertTrue(text.contains("rank 1") || text.contains(",1],1]"), "\(kind): the failed rank is not named:\n\(text)")
+            if kind == "error" { XCTAssertTrue(text.contains("injected failure"), text) }
+            XCTAssertFalse(r.out.contains("done:"), "\(kind): \(r.out)")
+        }
+    }
+
     /// `bench --skip-gradient-sum` times the data-parallel step with nothing summed (the allreduce's cost even where
     /// it is hidden is the difference to the run without it): the counted allreduce bytes are 0 with it and the
     /// whole gradient without it. A layout with no replicas refuses it, saying where it applies, and so does
