@@ -86,7 +86,7 @@ public struct TrainingJob {
         say("data: \(splits.description)")
         say(LayerTable.render(s.model, localTowers: 0..<ModelConfig.towers, ranks: layout.ranksPerReplica == 2, batch: s.localBatch))
         let trainer = try Trainer(settings: s, data: splits, replica: assembly.replica, coordination: { _ in assembly })
-        try assembly.startTraining()
+        try assembly.startTraining(firstStep: trainer.firstStep)
         if let f = failure, f.rank == rank { inject(f, into: trainer) }
         if let path = metricsPath, rank == 0 {
             let log = try MetricsLog(path: path)

@@ -118,9 +118,20 @@ public final class LayoutAssembly: RankCoordination {
     /// This rank's share of every batch, for the trainer's settings.
     public var shard: (index: Int, count: Int) { (role.replica, layout.replicas) }
 
-    /// Before the first step (after the weights are initialised or loaded): the replicas take the first one's weights.
-    /// Shared weights: every rank wrote the same ones, and waits until all have.
-    public func startTraining() throws {
+    /// Before the first step (after the weights are initialised or loaded), at step `firstStep`: replicas first agree
+    /// on the step (a rank that resumed from another file would train on shards and a schedule of its own, and write
+    /// its weights into shared ones), then take the first one's weights; shared weights: every rank wrote the same
+    /// ones, and waits until all have.
+    public func startTraining(firstStep: Int) throws {
+        if let world, layout.replicas > 1 {
+            let mine = withUnsafeBytes(of: Int64(firstStep).littleEndian) { Array($0) }
+            let steps = try world.waiting(in: "the start-up comparison of the ranks' first steps") { try world.allGather(bytes: mine) }
+                .map { bytes in Int(Int64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })) }
+            if Set(steps).count > 1 {
+                let each = steps.enumerated().map { "rank \($0.offset) at step \($0.element)" }.joined(separator: ", ")
+                throw RefusedBeforeWork(message: "the replicas would start at different steps (\(each)): each rank resumed from a different checkpoint (the same --resume path in different working directories, or files that differ between nodes); give every rank the same checkpoint")
+            }
+        }
         if let shared { try shared.startTraining() } else { try synchroniser?.broadcastFromFirst() }
     }
 

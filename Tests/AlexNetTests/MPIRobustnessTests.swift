@@ -118,6 +118,32 @@ final class MPIRobustnessTests: XCTestCase {
         XCTAssertFalse(r.out.contains("step 600001/"), "no step may complete:\n\(r.out)")
     }
 
+    /// The same for data parallelism, in shared memory and with the allreduce: nothing would catch it later (rank 1's
+    /// weights would go into the one shared copy, or be overwritten by rank 0's, while it trained on its own step's
+    /// shard and schedule), so the replicas compare their first steps at start-up, and every rank refuses.
+    func testReplicasAtDifferentStepsAreRefusedAtStartUp() throws {
+        let dir = Paths.temporaryDirectory("desync-data")
+        let data = tinyDataset(dir)
+        let files = try checkpoints(at: [600_000, 600_001], in: dir, data: data)
+        for (rank, file) in files.enumerated() {
+            let folder = dir + "/rank\(rank)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try FileManager.default.moveItem(atPath: file, toPath: folder + "/resume.safetensors")
+        }
+        for sum in ["shared-memory", "allreduce"] {
+            var job: [String] = []
+            for rank in 0..<2 {
+                job += (rank == 0 ? [] : [":"]) + ["-np", "1", "--wdir", dir + "/rank\(rank)", Paths.binary, "train", "--mode", "data",
+                                                   "--gradient-sum", sum, "--resume", "resume.safetensors", "--steps", "600003"] + small(data)
+            }
+            let r = mpirun(job, timeout: 60)
+            XCTAssertNotEqual(r.status, 0, "\(sum): \(r.out)")
+            XCTAssertLessThan(r.seconds, 30, "\(sum): the mismatch should stop the job at once")
+            XCTAssertTrue(r.err.contains("the replicas would start at different steps (rank 0 at step 600000, rank 1 at step 600001)"), "\(sum): \(r.err)")
+            XCTAssertFalse(r.out.contains("step 600001/"), "\(sum): no step may complete:\n\(r.out)")
+        }
+    }
+
     /// Starts `arguments` under `mpirun -np 2`, waits for its first step, stops rank 1 (SIGSTOP), and checks that
     /// rank 0 gives up after `timeout` seconds (not before) and that mpirun and both ranks are gone within `within`
     /// seconds of the stop; `check` gets rank 0's error line. Kills whatever is left, whatever happens. The tests give
